@@ -1,0 +1,1 @@
+"""Evidence sources beside the benchmark: the environment now; cgroup, NVML, Kubernetes, Prometheus later."""

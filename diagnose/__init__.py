@@ -1,0 +1,3 @@
+"""diagnose: find out why a model update made serving latency jump."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,149 @@
+"""The `diagnose` command line: parse options into typed objects, call the engine, render.
+
+Only the standard library is imported at start-up, so `diagnose --help` answers at once; each command
+imports the engine (numpy, pandas, torch) when it runs. Exit codes: 0 ran (whatever the verdict),
+2 user error (one line naming the file and key), 1 internal failure, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from diagnose import __version__
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+COMPARE_EXAMPLES = """examples:
+  diagnose compare --old v1 --new v2                      # default model of the embedded registry
+  diagnose compare --model recsys --old v1 --new v2 --budget 60
+  diagnose compare --registry ./models --model textclf --old v1 --new v2 \\
+      --new-requests logs/today.parquet --json > report.json
+"""
+ANALYZE_EXAMPLES = """examples:
+  diagnose analyze runs/20261128T101500Z-textclf-v1-vs-v2
+  diagnose analyze RUN_DIR --format markdown > incident.md
+"""
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="diagnose",
+        description="Find out why a model update made serving latency jump.",
+        epilog="example:\n  diagnose compare --old v1 --new v2\n\nrun 'diagnose COMMAND --help' for each command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"diagnose {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    compare = commands.add_parser(
+        "compare", help="benchmark two versions, attribute the change, rank causes",
+        description="Benchmark the old and new version under the same conditions, split the change between "
+                    "model and inputs (2x2 factorial), rank the likely causes, and save a run folder.",
+        epilog=COMPARE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    compare.add_argument("--old", required=True, help="baseline version, e.g. v1")
+    compare.add_argument("--new", required=True, help="version under suspicion, e.g. v2")
+    compare.add_argument("--model", help="model name (default: the registry's only or default model)")
+    compare.add_argument("--registry", help="registry folder (default: $DIAGNOSE_REGISTRY, ./models, else the embedded one)")
+    compare.add_argument("--old-requests", type=Path, help="request log for the old side (.parquet/.csv), overrides the manifest")
+    compare.add_argument("--new-requests", type=Path, help="request log for the new side, overrides the manifest")
+    compare.add_argument("--budget", type=_positive_float, default=30.0,
+                         help="seconds of measurement; stops earlier once the verdict is settled (default 30)")
+    compare.add_argument("--seed", type=int, default=0, help="seed for request order and bootstrap (default 0)")
+    compare.add_argument("--no-factorial", action="store_true", help="measure only old/old and new/new (no attribution)")
+    compare.add_argument("--out", type=Path, help="run folder to write (default runs/<timestamp>-<model>-<old>-vs-<new>)")
+    compare.add_argument("--allow-env-mismatch", action="store_true", help="compare sample sets from different environments")
+    compare.add_argument("--json", action="store_true", help="print report.json to stdout instead of the summary")
+    compare.set_defaults(handler=_compare)
+
+    analyze = commands.add_parser(
+        "analyze", help="re-rank and re-render a saved run folder without running any model",
+        description="Rebuild the report of a run folder from its saved evidence.",
+        epilog=ANALYZE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    analyze.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    analyze.add_argument("--format", choices=("summary", "json", "markdown"), default="summary",
+                         help="what to print (default summary); report.json and report.md are rewritten either way")
+    analyze.add_argument("--allow-env-mismatch", action="store_true", help="compare sample sets from different environments")
+    analyze.set_defaults(handler=_analyze)
+    return parser
+
+
+def _print_report(report: dict, fmt: str) -> None:
+    if fmt == "summary":
+        from reports.terminal import render
+    else:
+        from reports import FORMATS
+
+        render = FORMATS[fmt][1]
+    sys.stdout.write(render(report).rstrip("\n") + "\n")
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from diagnose.compare import CompareOptions, run_compare
+
+    options = CompareOptions(
+        old=args.old, new=args.new, model=args.model, registry=args.registry,
+        old_requests=args.old_requests, new_requests=args.new_requests, budget_s=args.budget, seed=args.seed,
+        factorial=not args.no_factorial, out=args.out, allow_env_mismatch=args.allow_env_mismatch,
+        argv=tuple(sys.argv),
+    )
+    _, report = run_compare(options)
+    _print_report(report, "json" if args.json else "summary")
+    return EXIT_OK
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from diagnose.analysis import analyze
+    from diagnose.compare import write_reports
+    from diagnose.runfolder import finish
+
+    report = analyze(args.run_dir, allow_env_mismatch=args.allow_env_mismatch)
+    write_reports(args.run_dir, report)
+    finish(args.run_dir)
+    _print_report(report, args.format)
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models load from disk; never reach for a hub
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USER
+    from diagnose.errors import UserError
+
+    try:
+        return args.handler(args)
+    except UserError as exc:
+        print(f"diagnose: error: {exc}", file=sys.stderr)
+        return EXIT_USER
+    except KeyboardInterrupt:
+        print("diagnose: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        from diagnose.compare import Interrupted
+
+        if isinstance(exc, Interrupted):
+            print(f"diagnose: {exc}", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        import traceback
+
+        traceback.print_exc()
+        print(f"diagnose: internal error: {type(exc).__name__}: {exc} (please report this with the traceback above)",
+              file=sys.stderr)
+        return EXIT_INTERNAL

@@ -1,0 +1,190 @@
+"""`diagnose compare`: plan, measure, save evidence, then analyze the run folder.
+
+Data flows one way: registry -> manifests and request logs -> benchmark cells -> evidence files in the
+run folder -> `analysis.analyze` -> report files. An interrupt (Ctrl-C, SIGTERM) or a failure leaves the
+folder marked INCOMPLETE with the reason, never a half-written report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from diagnose import runfolder, stats
+from diagnose.attribution import NN, OO
+from diagnose.errors import UserError
+from diagnose.manifest import Manifest
+from diagnose.progress import Bar, status
+from diagnose.registry import resolve_registry
+from diagnose.requestlog import describe, load_requests
+
+
+@dataclass(frozen=True)
+class CompareOptions:
+    old: str
+    new: str
+    model: str | None = None
+    registry: str | None = None
+    old_requests: Path | None = None
+    new_requests: Path | None = None
+    budget_s: float = 30.0
+    seed: int = 0
+    factorial: bool = True
+    out: Path | None = None
+    runs_dir: Path = Path("runs")
+    allow_env_mismatch: bool = False
+    argv: tuple[str, ...] = ()
+
+
+class Interrupted(Exception):
+    """The run was stopped by a signal; the run folder is marked incomplete."""
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (a CI timeout, kill) ends the run the way Ctrl-C does: cleanly, folder marked incomplete."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _requests_path(manifest: Manifest, override: Path | None, flag: str) -> Path:
+    if override is not None:
+        return Path(override)
+    if manifest.requests_path is None:
+        raise UserError(f"no requests: set inputs.requests or pass {flag}", manifest.path, "inputs.requests")
+    return manifest.requests_path
+
+
+def _version_evidence(manifest: Manifest, loaded, requests_path: Path) -> dict:
+    pre_file = None
+    if manifest.preprocess:
+        pre_file = manifest.version_dir / (manifest.preprocess.split(":")[0].replace(".", "/") + ".py")
+    return {
+        "status": "ok",
+        "source": str(manifest.path),
+        "format": manifest.format,
+        "artifact": manifest.artifact,
+        "artifact_sha256": manifest.artifact_sha256(),
+        "param_count": loaded.param_count,
+        "preprocess": manifest.preprocess,
+        "preprocess_sha256": _sha256(pre_file) if pre_file else None,
+        "requests": str(requests_path),
+        "requests_sha256": _sha256(requests_path),
+        "serving": manifest.to_dict()["serving"],
+        "slo": dict(manifest.slo),
+        "deployment": manifest.deployment,
+    }
+
+
+def _settled_check(frame) -> bool:
+    old = frame.loc[frame["cell"] == OO, "latency_ms"].to_numpy()
+    new = frame.loc[frame["cell"] == NN, "latency_ms"].to_numpy()
+    if len(old) < 20 or len(new) < 20:
+        return False
+    return stats.settled(stats.relative_change(old, new, n_boot=500))
+
+
+def run_compare(opts: CompareOptions) -> tuple[Path, dict]:
+    """Run the whole compare; returns the run folder and the report."""
+    registry = resolve_registry(opts.registry)
+    model = opts.model or registry.default_model()
+    manifests = {"old": registry.manifest(model, opts.old), "new": registry.manifest(model, opts.new)}
+    paths = {
+        "old": _requests_path(manifests["old"], opts.old_requests, "--old-requests"),
+        "new": _requests_path(manifests["new"], opts.new_requests, "--new-requests"),
+    }
+    requests = {side: load_requests(path) for side, path in paths.items()}
+
+    run_dir = opts.out or runfolder.new_run_dir(opts.runs_dir, model, opts.old, opts.new)
+    runfolder.start(run_dir)
+    try:
+        with _sigterm_as_interrupt():
+            runfolder.write_json(run_dir / "run.json", {
+                "command": list(opts.argv), "registry": registry.label, "model": model,
+                "old": opts.old, "new": opts.new, "budget_s": opts.budget_s, "seed": opts.seed,
+                "factorial": opts.factorial, "allow_env_mismatch": opts.allow_env_mismatch,
+                "started_at": runfolder.utc_now(),
+            })
+            for side, manifest in manifests.items():
+                (run_dir / "manifests").mkdir(exist_ok=True)
+                runfolder.write_text(run_dir / "manifests" / f"{side}.yaml", manifest.path.read_text())
+            return _measure_and_report(opts, run_dir, manifests, paths, requests)
+    except KeyboardInterrupt as exc:
+        reason = f"interrupted by {exc.args[0] if exc.args else 'SIGINT'} at {runfolder.utc_now()}"
+        runfolder.mark_incomplete(run_dir, reason)
+        raise Interrupted(f"{reason}; partial run folder: {run_dir}") from None
+    except UserError as exc:
+        runfolder.mark_incomplete(run_dir, f"stopped: {exc}")
+        raise
+    except Exception as exc:
+        runfolder.mark_incomplete(run_dir, f"internal error: {type(exc).__name__}: {exc}")
+        raise
+
+
+def _measure_and_report(opts, run_dir, manifests, paths, requests) -> tuple[Path, dict]:
+    from collectors import environment
+    from diagnose.analysis import analyze
+    from profilers.harness import BenchmarkPlan, Cell, run_benchmark
+    from profilers.runners import load_version
+
+    with status("Loading both versions"):
+        loaded = {side: load_version(m) for side, m in manifests.items()}
+    machine = environment.capture()
+    evidence = run_dir / "evidence"
+    runfolder.write_json(evidence / "versions.json", {
+        side: _version_evidence(manifests[side], loaded[side], paths[side]) for side in ("old", "new")
+    } | {"status": "ok"})
+    identical = _sha256(paths["old"]) == _sha256(paths["new"])
+    runfolder.write_json(evidence / "requests.json", {
+        "status": "ok", "identical": identical,
+        "old": describe(requests["old"]) | {"path": str(paths["old"])},
+        "new": describe(requests["new"]) | {"path": str(paths["new"])},
+    })
+    runfolder.write_json(evidence / "environment.json", {
+        "status": "ok",
+        "old": environment.for_sample_set(machine, manifests["old"].serving),
+        "new": environment.for_sample_set(machine, manifests["new"].serving),
+    })
+
+    cells = [Cell("old", "old"), Cell("new", "new")]
+    if opts.factorial and not identical:
+        cells += [Cell("new", "old"), Cell("old", "new")]
+    plan = BenchmarkPlan(cells=tuple(cells), budget_s=opts.budget_s, seed=opts.seed)
+    with Bar(opts.budget_s, f"Benchmarking {len(cells)} cells") as bar:
+        result = run_benchmark(plan, loaded, requests, settled=_settled_check, on_progress=bar.update_to)
+    for key in (OO, NN):
+        if key in result.unavailable:
+            side = "old" if key == OO else "new"
+            raise UserError(f"version {manifests[side].version} cannot run its own requests: {result.unavailable[key]}",
+                            manifests[side].path)
+    runfolder.write_parquet(run_dir / runfolder.SAMPLES, result.samples)
+    runfolder.write_json(evidence / "benchmark.json", {
+        "status": "ok", "cells": [c.key for c in cells], "unavailable": result.unavailable,
+        "rounds": result.rounds, "elapsed_s": round(result.elapsed_s, 3), "stopped": result.stopped,
+        "budget_s": opts.budget_s, "warmup_batches": plan.warmup_batches, "timer": "time.perf_counter_ns",
+    })
+    report = analyze(run_dir, allow_env_mismatch=opts.allow_env_mismatch)
+    write_reports(run_dir, report)
+    runfolder.finish(run_dir)
+    return run_dir, report
+
+
+def write_reports(run_dir: Path, report: dict) -> None:
+    from reports import FORMATS
+
+    for fmt in ("json", "markdown"):
+        filename, render = FORMATS[fmt]
+        runfolder.write_text(run_dir / filename, render(report))

@@ -1,0 +1,237 @@
+"""Rank causes of a latency change from the evidence in a run folder.
+
+Every rule reads the same `Context` and returns zero or one `Hypothesis` (one uniform result type, as
+k8sgpt's analyzers do). Scores are in [0, 1]: the share of the change that the attributed side explains,
+weighted by how directly the evidence points at the cause. When the verdict is not a significant
+regression no hypothesis may score above 0.5. Results are sorted by score, then by cause id, so the same
+evidence always gives the same ranking.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+CAUSES = (
+    "model.compute_increase",
+    "model.operator_regression",
+    "model.precision_change",
+    "preprocessing.change",
+    "input.schema_change",
+    "input.distribution_shift",
+    "serving.config_change",
+    "runtime.cpu_throttling",
+    "runtime.memory_pressure",
+    "runtime.library_change",
+    "gpu.clock_throttling",
+    "gpu.contention",
+)
+NOT_SIGNIFICANT_CAP = 0.5
+
+
+@dataclass
+class Hypothesis:
+    cause: str
+    score: float
+    summary: str
+    evidence: list[str] = field(default_factory=list)
+    next_steps: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.cause not in CAUSES:
+            raise ValueError(f"unknown cause id {self.cause!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Context:
+    """What the rules may read; built from the run folder by `diagnose.analysis`."""
+
+    verdict: str
+    delta: dict
+    attribution: dict
+    versions: dict  # {"old": {...}, "new": {...}} from evidence/versions.json
+    requests: dict  # {"old": describe(), "new": describe()} from evidence/requests.json
+    cells: dict  # cell key -> {"p50_ms", "preprocess_p50_ms", "infer_p50_ms", "input_elements_mean", "input_signature"}
+    environment_diff: list[str] = field(default_factory=list)
+
+    @property
+    def base(self) -> float:
+        """How much any cause can matter: a settled regression counts fully, anything else at most half."""
+        return 1.0 if self.verdict == "regression" else 0.4
+
+    def share(self, side: str) -> float:
+        """The part of the change that `side` ("model" or "input") explains, 0 when not significant."""
+        effect = self.attribution.get(side)
+        if not effect or not effect.get("significant") or effect.get("share") is None:
+            return 0.0
+        return max(0.0, min(1.0, effect["share"]))
+
+    def effect_text(self, side: str) -> str:
+        effect = self.attribution.get(side) or {}
+        if "effect_ms" not in effect:
+            return f"{side} effect: not measured"
+        low, high = effect["ci_ms"]
+        share = f", {100 * effect['share']:.0f}% of the change" if effect.get("share") is not None else ""
+        return f"{side} effect {effect['effect_ms']:+.2f} ms (95% CI {low:+.2f} .. {high:+.2f}){share}"
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return b / a if a and b is not None else None
+
+
+def preprocessing_change(ctx: Context) -> Hypothesis | None:
+    old, new = ctx.versions["old"], ctx.versions["new"]
+    if old.get("preprocess_sha256") == new.get("preprocess_sha256") and old.get("preprocess") == new.get("preprocess"):
+        return None
+    oo, no = ctx.cells.get("old_model/old_requests", {}), ctx.cells.get("new_model/old_requests", {})
+    size_ratio = _ratio(oo.get("input_elements_mean"), no.get("input_elements_mean"))
+    pre_ratio = _ratio(oo.get("preprocess_p50_ms"), no.get("preprocess_p50_ms"))
+    evidence = [f"preprocess changed: {old.get('preprocess')} -> {new.get('preprocess')} (code hash differs)"]
+    weight = 0.3
+    if size_ratio and abs(size_ratio - 1) > 0.05:
+        weight = 0.95
+        evidence.append(
+            f"the same requests become {size_ratio:.2f}x the model input ({oo['input_elements_mean']:.0f} -> "
+            f"{no['input_elements_mean']:.0f} elements per batch; shapes {oo.get('input_signature')} -> {no.get('input_signature')})"
+        )
+    if pre_ratio and pre_ratio > 1.2:
+        weight = max(weight, 0.8)
+        evidence.append(f"preprocessing itself takes {pre_ratio:.1f}x longer ({oo['preprocess_p50_ms']:.2f} -> {no['preprocess_p50_ms']:.2f} ms p50)")
+    evidence.append(ctx.effect_text("model"))
+    score = ctx.base * ctx.share("model") * weight
+    return Hypothesis(
+        "preprocessing.change", score,
+        "The new version's preprocessing turns the same requests into "
+        + (f"{size_ratio:.1f}x larger model inputs" if size_ratio and size_ratio > 1.05 else "different model inputs"),
+        evidence,
+        ["Diff the two preprocess functions (padding, truncation, resizing, max length)",
+         "Rerun with the old preprocessing on the new model to confirm"],
+    )
+
+
+def serving_config_change(ctx: Context) -> Hypothesis | None:
+    old, new = ctx.versions["old"]["serving"], ctx.versions["new"]["serving"]
+    changed = {k: (old[k], new[k]) for k in ("threads", "batch_size", "device") if old.get(k) != new.get(k)}
+    if not changed:
+        return None
+    weight = 0.9 if ("threads" in changed and new["threads"] < old["threads"]) or "device" in changed else 0.6
+    evidence = [f"serving.{k}: {a} -> {b}" for k, (a, b) in changed.items()] + [ctx.effect_text("model")]
+    return Hypothesis(
+        "serving.config_change", ctx.base * ctx.share("model") * weight,
+        "The serving configuration changed: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()),
+        evidence,
+        ["Restore the old serving settings on the new model and re-benchmark",
+         "Check the deployment's config change for this version"],
+    )
+
+
+def precision_change(ctx: Context) -> Hypothesis | None:
+    old, new = ctx.versions["old"]["serving"]["precision"], ctx.versions["new"]["serving"]["precision"]
+    if old == new:
+        return None
+    order = {"int8": 0, "fp16": 1, "bf16": 1, "fp32": 2}
+    weight = 0.9 if order[new] > order[old] else 0.5
+    return Hypothesis(
+        "model.precision_change", ctx.base * ctx.share("model") * weight,
+        f"Serving precision changed from {old} to {new}",
+        [f"serving.precision: {old} -> {new}", ctx.effect_text("model")],
+        ["Serve the new model at the old precision and compare accuracy and latency"],
+    )
+
+
+def model_change(ctx: Context) -> Hypothesis | None:
+    """A changed artifact: more parameters means more work; the same size points at slower operators."""
+    old, new = ctx.versions["old"], ctx.versions["new"]
+    if old.get("artifact_sha256") == new.get("artifact_sha256"):
+        return None
+    params = _ratio(old.get("param_count"), new.get("param_count"))
+    evidence = [f"artifact changed: {old.get('artifact')} (sha256 {str(old.get('artifact_sha256'))[:12]}) -> "
+                f"{new.get('artifact')} (sha256 {str(new.get('artifact_sha256'))[:12]})"]
+    if params is not None:
+        evidence.append(f"parameters: {old['param_count']:,} -> {new['param_count']:,} ({params:.2f}x)")
+    evidence.append(ctx.effect_text("model"))
+    steps = ["Profile both versions and diff the operators (where the extra time goes, per op and module)"]
+    if params is not None and params > 1.05:
+        return Hypothesis("model.compute_increase", ctx.base * ctx.share("model") * 0.85,
+                          f"The new model is larger: {params:.2f}x the parameters, so each request does more work",
+                          evidence, steps + ["Check whether the larger architecture was intended; weigh a distilled or quantized variant"])
+    return Hypothesis("model.operator_regression", ctx.base * ctx.share("model") * 0.5,
+                      "The model artifact changed at about the same size: the same work may now run on slower operators",
+                      evidence, steps)
+
+
+def input_distribution_shift(ctx: Context) -> Hypothesis | None:
+    share = ctx.share("input")
+    oo, on = ctx.cells.get("old_model/old_requests", {}), ctx.cells.get("old_model/new_requests", {})
+    size_ratio = _ratio(oo.get("input_elements_mean"), on.get("input_elements_mean"))
+    evidence = [ctx.effect_text("input")]
+    for column, old_col in ctx.requests.get("old", {}).get("columns", {}).items():
+        new_col = ctx.requests.get("new", {}).get("columns", {}).get(column)
+        if new_col and "mean_len" in old_col and "mean_len" in new_col and old_col["mean_len"]:
+            r = new_col["mean_len"] / old_col["mean_len"]
+            if abs(r - 1) > 0.1:
+                evidence.append(f"column {column!r}: mean length {old_col['mean_len']:.1f} -> {new_col['mean_len']:.1f} ({r:.2f}x)")
+    logs_differ = len(evidence) > 1
+    if size_ratio and abs(size_ratio - 1) > 0.05:
+        evidence.append(f"through the old model's preprocessing the new requests are {size_ratio:.2f}x the input elements")
+    if share == 0 and not logs_differ:
+        return None
+    return Hypothesis(
+        "input.distribution_shift", ctx.base * share * 0.9,
+        "The requests changed: the old model is slower on the new requests too" if share > 0 else
+        "The requests differ in size, but that explains no significant part of the change",
+        evidence,
+        ["Compare request size distributions (lengths, shapes) before and after the deploy",
+         "Check which clients changed what they send"],
+    )
+
+
+def input_schema_change(ctx: Context) -> Hypothesis | None:
+    old_cols = ctx.requests.get("old", {}).get("columns", {})
+    new_cols = ctx.requests.get("new", {}).get("columns", {})
+    added, removed = sorted(set(new_cols) - set(old_cols)), sorted(set(old_cols) - set(new_cols))
+    kinds = [f"column {c!r}: {old_cols[c]['kind']}{'/' + old_cols[c].get('dtype', '') if 'dtype' in old_cols[c] else ''} -> "
+             f"{new_cols[c]['kind']}{'/' + new_cols[c].get('dtype', '') if 'dtype' in new_cols[c] else ''}"
+             for c in sorted(set(old_cols) & set(new_cols))
+             if (old_cols[c]["kind"], old_cols[c].get("dtype")) != (new_cols[c]["kind"], new_cols[c].get("dtype"))]
+    if not (added or removed or kinds):
+        return None
+    evidence = ([f"columns added: {', '.join(added)}"] if added else []) + \
+               ([f"columns removed: {', '.join(removed)}"] if removed else []) + kinds
+    broken = ctx.attribution.get("unavailable", {}).get("old_model/new_requests")
+    if broken:
+        evidence.append(f"the old model cannot serve the new requests: {broken}")
+    weight = max(ctx.share("input"), 0.6 if broken else 0.2)
+    return Hypothesis("input.schema_change", ctx.base * weight, "The request schema changed", evidence,
+                      ["Check the client and feature pipeline changes that altered the schema"])
+
+
+def library_change(ctx: Context) -> Hypothesis | None:
+    libs = [line for line in ctx.environment_diff if line.startswith(("libraries", "python"))]
+    if not libs:
+        return None
+    return Hypothesis("runtime.library_change", ctx.base * 0.5, "The two sample sets ran on different library versions",
+                      libs, ["Re-measure both versions in one environment"])
+
+
+RULES: tuple[Callable[[Context], Hypothesis | None], ...] = (
+    preprocessing_change, serving_config_change, precision_change, model_change,
+    input_distribution_shift, input_schema_change, library_change,
+)
+
+
+def rank(ctx: Context) -> list[Hypothesis]:
+    found = []
+    for rule in RULES:
+        hypothesis = rule(ctx)
+        if hypothesis is None:
+            continue
+        score = max(0.0, min(1.0, hypothesis.score))
+        if ctx.verdict != "regression":
+            score = min(score, NOT_SIGNIFICANT_CAP)
+        hypothesis.score = round(score, 3)
+        found.append(hypothesis)
+    return sorted(found, key=lambda h: (-h.score, h.cause))

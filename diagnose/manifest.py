@@ -1,0 +1,197 @@
+"""The manifest of one model version: what to load, what requests to replay, how it is served.
+
+The keys are a contract (docs/manifest.md). Parsing validates everything up front so that a bad manifest
+fails with one line naming the file and the key, before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from diagnose.errors import UserError
+
+FORMATS = ("torchscript", "exported", "onnx", "python")
+DEVICES = ("cpu", "cuda")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+
+
+@dataclass(frozen=True)
+class Serving:
+    device: str = "cpu"
+    batch_size: int = 1
+    threads: int = 2
+    precision: str = "fp32"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    version: str
+    format: str
+    artifact: str
+    requests: str | None
+    preprocess: str | None
+    serving: Serving
+    path: Path
+    deployment: dict[str, Any] | None = None
+    slo: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    @property
+    def version_dir(self) -> Path:
+        return self.path.parent
+
+    @property
+    def artifact_path(self) -> Path:
+        """The file that holds the weights; for `python`, the module file of "module:factory"."""
+        if self.format == "python":
+            return self.version_dir / (self.artifact.split(":", 1)[0] + ".py")
+        return self.version_dir / self.artifact
+
+    @property
+    def requests_path(self) -> Path | None:
+        return self.version_dir / self.requests if self.requests else None
+
+    def artifact_sha256(self) -> str:
+        """Content hash of the artifact: tells a changed model from a renamed one."""
+        digest = hashlib.sha256()
+        with open(self.artifact_path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest as resolved: the contract keys plus where it was read from."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "format": self.format,
+            "artifact": self.artifact,
+            "inputs": {"requests": self.requests, "preprocess": self.preprocess},
+            "serving": asdict(self.serving),
+            "deployment": self.deployment,
+            "slo": dict(self.slo),
+            "description": self.description,
+            "path": str(self.path),
+        }
+
+
+def _inside(version_dir: Path, rel: str, path: Path, key: str) -> str:
+    """Refuse paths that leave the version folder: a registry must not reach into the rest of the disk."""
+    if not isinstance(rel, str) or not rel.strip():
+        raise UserError("must be a non-empty path inside the version folder", path, key)
+    candidate = Path(rel)
+    if candidate.is_absolute() or not (version_dir / candidate).resolve().is_relative_to(version_dir.resolve()):
+        raise UserError(f"'{rel}' leaves the version folder {version_dir}", path, key)
+    return rel
+
+
+def _module_ref(value: Any, path: Path, key: str) -> tuple[str, str]:
+    if not isinstance(value, str) or value.count(":") != 1 or not all(value.split(":")):
+        raise UserError(f"must be 'module:function', got {value!r}", path, key)
+    module, attr = value.split(":")
+    if not module.replace("_", "a").replace(".", "a").isalnum() or not attr.isidentifier():
+        raise UserError(f"'{value}' is not a valid 'module:function'", path, key)
+    return module, attr
+
+
+def _positive_int(section: dict, name: str, default: int, path: Path) -> int:
+    value = section.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"must be a positive integer, got {value!r}", path, f"serving.{name}")
+    return value
+
+
+def _choice(section: dict, name: str, default: str, choices: tuple[str, ...], path: Path, key: str) -> str:
+    value = section.get(name, default)
+    if value not in choices:
+        raise UserError(f"must be one of {', '.join(choices)}; got {value!r}", path, key)
+    return value
+
+
+def _mapping(raw: dict, name: str, path: Path, required: bool) -> dict:
+    value = raw.get(name)
+    if value is None:
+        if required:
+            raise UserError("is missing", path, name)
+        return {}
+    if not isinstance(value, dict):
+        raise UserError(f"must be a mapping, got {type(value).__name__}", path, name)
+    return value
+
+
+def load_manifest(path: Path) -> Manifest:
+    """Read and validate `path`; every problem is a UserError naming the key."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UserError("manifest not found", path) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise UserError(f"not valid YAML{where}: {getattr(exc, 'problem', exc)}", path) from None
+    if not isinstance(raw, dict):
+        raise UserError("must be a YAML mapping of manifest keys", path)
+    version_dir = path.parent
+
+    for key in ("name", "version", "format", "artifact"):
+        if key not in raw:
+            raise UserError("is missing", path, key)
+        if not isinstance(raw[key], str) or not raw[key]:
+            raise UserError(f"must be a non-empty string, got {raw[key]!r}", path, key)
+    fmt = raw["format"]
+    if fmt not in FORMATS:
+        raise UserError(f"must be one of {', '.join(FORMATS)}; got {fmt!r}", path, "format")
+
+    if fmt == "python":
+        module, _ = _module_ref(raw["artifact"], path, "artifact")
+        _inside(version_dir, module.replace(".", "/") + ".py", path, "artifact")
+    else:
+        _inside(version_dir, raw["artifact"], path, "artifact")
+
+    inputs = _mapping(raw, "inputs", path, required=True)
+    requests = inputs.get("requests")
+    if requests is not None:
+        _inside(version_dir, requests, path, "inputs.requests")
+    preprocess = inputs.get("preprocess")
+    if preprocess is not None:
+        module, _ = _module_ref(preprocess, path, "inputs.preprocess")
+        _inside(version_dir, module.replace(".", "/") + ".py", path, "inputs.preprocess")
+
+    serving_raw = _mapping(raw, "serving", path, required=False)
+    serving = Serving(
+        device=_choice(serving_raw, "device", "cpu", DEVICES, path, "serving.device"),
+        batch_size=_positive_int(serving_raw, "batch_size", 1, path),
+        threads=_positive_int(serving_raw, "threads", 2, path),
+        precision=_choice(serving_raw, "precision", "fp32", PRECISIONS, path, "serving.precision"),
+    )
+    slo = _mapping(raw, "slo", path, required=False)
+    for key, value in slo.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise UserError(f"must be a positive number, got {value!r}", path, f"slo.{key}")
+    deployment = raw.get("deployment")
+    if deployment is not None and not isinstance(deployment, dict):
+        raise UserError("must be a mapping", path, "deployment")
+
+    manifest = Manifest(
+        name=raw["name"],
+        version=raw["version"],
+        format=fmt,
+        artifact=raw["artifact"],
+        requests=requests,
+        preprocess=preprocess,
+        serving=serving,
+        path=path,
+        deployment=deployment,
+        slo=slo,
+        description=str(raw.get("description") or ""),
+    )
+    if not manifest.artifact_path.is_file():
+        raise UserError(f"artifact not found: {manifest.artifact_path}", path, "artifact")
+    return manifest

@@ -1,0 +1,84 @@
+"""Where model versions come from: a folder `<registry>/<model>/<version>/manifest.yaml`.
+
+Resolution order: `--registry DIR`, `$DIAGNOSE_REGISTRY`, `./models` when present, else the embedded
+registry that ships in `fixtures/` (its artifacts are built at first use into the cache).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from diagnose.errors import UserError
+from diagnose.manifest import Manifest, load_manifest
+
+INDEX = "registry.yaml"  # optional: {default_model: NAME}
+
+
+@dataclass(frozen=True)
+class Registry:
+    root: Path
+    embedded: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"embedded registry ({self.root})" if self.embedded else str(self.root)
+
+    def models(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def versions(self, model: str) -> list[str]:
+        folder = self.root / model
+        return sorted(p.name for p in folder.iterdir() if (p / "manifest.yaml").is_file())
+
+    def default_model(self) -> str:
+        """The only model, or the one `registry.yaml` names; otherwise the user must say which."""
+        models = self.models()
+        index = self.root / INDEX
+        if index.is_file():
+            data = yaml.safe_load(index.read_text()) or {}
+            name = data.get("default_model") if isinstance(data, dict) else None
+            if name is not None:
+                if name not in models:
+                    raise UserError(f"names model {name!r}, which is not in the registry", index, "default_model")
+                return name
+        if len(models) == 1:
+            return models[0]
+        if not models:
+            raise UserError("the registry holds no models", self.root)
+        raise UserError(f"the registry holds several models ({', '.join(models)}); choose one with --model", self.root)
+
+    def manifest(self, model: str, version: str) -> Manifest:
+        models = self.models()
+        if model not in models:
+            raise UserError(f"unknown model {model!r}; the registry holds: {', '.join(models) or 'none'}", self.root)
+        versions = self.versions(model)
+        if version not in versions:
+            raise UserError(
+                f"unknown version {version!r} of model {model!r}; known: {', '.join(versions) or 'none'}", self.root / model
+            )
+        version_dir = self.root / model / version
+        if self.embedded:
+            from fixtures.embedded import ensure_built
+
+            ensure_built(version_dir, model, version)
+        return load_manifest(version_dir / "manifest.yaml")
+
+
+def resolve_registry(option: str | None, cwd: Path | None = None) -> Registry:
+    cwd = cwd or Path.cwd()
+    for source, value in (("--registry", option), ("$DIAGNOSE_REGISTRY", os.environ.get("DIAGNOSE_REGISTRY"))):
+        if value:
+            root = Path(value).expanduser()
+            if not root.is_dir():
+                raise UserError(f"{source}: registry folder not found: {root}")
+            return Registry(root.resolve())
+    local = cwd / "models"
+    if local.is_dir():
+        return Registry(local.resolve())
+    from fixtures.embedded import embedded_registry_root
+
+    return Registry(embedded_registry_root(), embedded=True)

@@ -1,0 +1,1 @@
+"""Measurement: load model versions, replay their requests, time them."""

@@ -1,0 +1,157 @@
+"""The benchmark harness: per-request latency of every cell, interleaved so machine drift hits all alike.
+
+A cell is one model version fed one request set. Each round visits every cell once in a fresh random order
+and times one batch (preprocess + model call) with `perf_counter_ns`, threads fixed to the version's
+serving setting, the garbage collector paused (collected between rounds, outside the timed region).
+The loop ends at the time budget, or earlier once the caller's `settled` check says more samples would
+not change the verdict. Raw samples are kept; every statistic is derived from them later.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from diagnose.errors import CellUnavailable
+from profilers.runners import LoadedVersion, input_elements, input_signature
+
+SAMPLE_COLUMNS = [
+    "cell", "model", "requests", "round", "t_s", "request_index", "batch_size",
+    "latency_ms", "preprocess_ms", "infer_ms", "input_elements", "input_signature",
+]
+
+
+@dataclass(frozen=True)
+class Cell:
+    model: str  # "old" | "new": which version's artifact and preprocessing
+    requests: str  # "old" | "new": which request log
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}_model/{self.requests}_requests"
+
+
+@dataclass(frozen=True)
+class BenchmarkPlan:
+    cells: tuple[Cell, ...]
+    budget_s: float = 30.0
+    warmup_batches: int = 5
+    min_rounds: int = 30
+    check_every_s: float = 1.0
+    seed: int = 0
+
+
+@dataclass
+class BenchmarkResult:
+    samples: pd.DataFrame
+    unavailable: dict[str, str] = field(default_factory=dict)
+    rounds: int = 0
+    elapsed_s: float = 0.0
+    stopped: str = "budget"
+
+
+class _CellRunner:
+    """Cycles through one request log in a shuffled order, one batch at a time."""
+
+    def __init__(self, cell: Cell, version: LoadedVersion, requests: pd.DataFrame, rng: np.random.Generator):
+        self.cell, self.version, self.requests = cell, version, requests
+        self.batch = version.manifest.serving.batch_size
+        self.threads = version.manifest.serving.threads
+        self.order = rng.permutation(len(requests))
+        self.rng = rng
+        self.pos = 0
+
+    def next_rows(self) -> np.ndarray:
+        if self.pos + self.batch > len(self.order):
+            self.order = self.rng.permutation(len(self.requests))
+            self.pos = 0
+        rows = self.order[self.pos : self.pos + self.batch]
+        self.pos += self.batch
+        return rows
+
+    def measure(self) -> tuple:
+        import torch
+
+        if torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
+        rows = self.next_rows()
+        frame = self.requests.iloc[rows]
+        with torch.inference_mode():
+            t0 = time.perf_counter_ns()
+            inputs = self.version.prepare(frame)
+            t1 = time.perf_counter_ns()
+            self.version(inputs)
+            t2 = time.perf_counter_ns()
+        return rows, inputs, (t2 - t0) / 1e6, (t1 - t0) / 1e6, (t2 - t1) / 1e6
+
+    def warm_up(self, batches: int) -> None:
+        """Run a few batches untimed; a failure here means this cell cannot run at all."""
+        try:
+            for _ in range(batches):
+                self.measure()
+        except CellUnavailable:
+            raise
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise CellUnavailable(f"{type(exc).__name__}: {first}"[:300]) from None
+
+
+def run_benchmark(
+    plan: BenchmarkPlan,
+    versions: dict[str, LoadedVersion],
+    requests: dict[str, pd.DataFrame],
+    settled: Callable[[pd.DataFrame], bool] | None = None,
+    on_progress: Callable[[float, str], None] | None = None,
+) -> BenchmarkResult:
+    rng = np.random.default_rng(plan.seed)
+    runners: list[_CellRunner] = []
+    unavailable: dict[str, str] = {}
+    for cell in plan.cells:
+        runner = _CellRunner(cell, versions[cell.model], requests[cell.requests], np.random.default_rng(rng.integers(2**32)))
+        try:
+            runner.warm_up(plan.warmup_batches)
+        except CellUnavailable as exc:
+            unavailable[cell.key] = str(exc)
+            continue
+        runners.append(runner)
+
+    rows: list[tuple] = []
+    gc_was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    start = time.perf_counter()
+    last_check = start
+    rounds = 0
+    stopped = "budget"
+    try:
+        while runners:
+            now = time.perf_counter()
+            if now - start >= plan.budget_s:
+                break
+            for index in rng.permutation(len(runners)):
+                runner = runners[index]
+                picked, inputs, total, pre, infer = runner.measure()
+                rows.append((
+                    runner.cell.key, runner.cell.model, runner.cell.requests, rounds, time.perf_counter() - start,
+                    int(picked[0]), len(picked), total, pre, infer, input_elements(inputs), input_signature(inputs),
+                ))
+            rounds += 1
+            gc.collect()
+            now = time.perf_counter()
+            if now - last_check >= plan.check_every_s:
+                last_check = now
+                if on_progress:
+                    on_progress(now - start, f"{rounds} rounds")
+                if settled and rounds >= plan.min_rounds and settled(pd.DataFrame(rows, columns=SAMPLE_COLUMNS)):
+                    stopped = f"settled after {rounds} rounds"
+                    break
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    elapsed = time.perf_counter() - start
+    return BenchmarkResult(pd.DataFrame(rows, columns=SAMPLE_COLUMNS), unavailable, rounds, elapsed, stopped)

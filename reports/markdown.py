@@ -1,0 +1,70 @@
+"""report.md: the incident-report view of a compare, for pasting into a ticket or chat."""
+
+from __future__ import annotations
+
+
+def _ci(pair) -> str:
+    return f"{pair[0]:.2f} .. {pair[1]:.2f}"
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.1f}%"
+
+
+def render(report: dict) -> str:
+    lat = report["latency"]
+    old, new, delta = lat["old"], lat["new"], lat["delta"]
+    lines = [
+        f"# {report['model']}: {report['old']} -> {report['new']}",
+        "",
+        f"**Verdict: {report['verdict']}.** {report['summary']}",
+        "",
+        "## Latency (ms per batch)",
+        "",
+        f"| | {report['old']} | 95% CI | {report['new']} | 95% CI | change | 95% CI |",
+        "|---|---:|---|---:|---|---:|---|",
+    ]
+    for q in ("p50", "p90", "p99"):
+        lines.append(
+            f"| {q} | {old[q + '_ms']:.2f} | {_ci(old[q + '_ci'])} | {new[q + '_ms']:.2f} | {_ci(new[q + '_ci'])} "
+            f"| {delta[q + '_pct']:+.1f}% | {delta[q + '_pct_ci'][0]:+.1f}% .. {delta[q + '_pct_ci'][1]:+.1f}% |"
+        )
+    lines += ["", f"Samples: {old['n']} old, {new['n']} new; {delta['test']} p = {delta['p_value']:.3g}; "
+                  f"noise floor {lat['noise_floor_pct']:g}%."]
+    slo = report.get("slo") or {}
+    if slo.get("p99_ms"):
+        lines.append(f"SLO p99 <= {slo['p99_ms']} ms: old {'meets' if slo['old_within'] else 'misses'} it, "
+                     f"new {'meets' if slo['new_within'] else 'misses'} it.")
+
+    att = report["attribution"]
+    lines += ["", "## Model or inputs?", ""]
+    if att.get("model") or att.get("input"):
+        lines += ["| effect | ms | 95% CI | share of change |", "|---|---:|---|---:|"]
+        for name in ("model", "input", "interaction"):
+            effect = att.get(name)
+            if effect:
+                share = "" if effect["share"] is None else f"{100 * effect['share']:.0f}%"
+                lines.append(f"| {name} | {effect['effect_ms']:+.2f} | {_ci(effect['ci_ms'])} | {share} |")
+    if att.get("note"):
+        lines += ["", f"_{att['note']}_"]
+    for key, reason in sorted(att.get("unavailable", {}).items()):
+        lines.append(f"- cell {key} could not run: {reason}")
+
+    lines += ["", "## Likely causes", ""]
+    if not report["hypotheses"]:
+        lines.append("No cause is supported by the evidence collected.")
+    for rank, hyp in enumerate(report["hypotheses"], 1):
+        lines.append(f"{rank}. **{hyp['cause']}** (score {hyp['score']:.2f}): {hyp['summary']}")
+        lines += [f"   - {item}" for item in hyp["evidence"]]
+        if hyp["next_steps"]:
+            lines.append("   - Next: " + "; ".join(hyp["next_steps"]))
+
+    lines += ["", "## Evidence sources", ""]
+    for name, entry in sorted(report["collectors"].items()):
+        reason = f" ({entry['reason']})" if entry.get("reason") else ""
+        lines.append(f"- {name}: {entry.get('status', 'unknown')}{reason}")
+    if report.get("warnings"):
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in report["warnings"]]
+    run = report["run"]
+    lines += ["", f"Run folder: `{run['dir']}`; {run.get('rounds')} rounds in {run.get('elapsed_s')} s ({run.get('stopped')})."]
+    return "\n".join(lines) + "\n"
