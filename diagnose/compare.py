@@ -168,8 +168,8 @@ def _measure_and_report(opts, run_dir, manifests, paths, requests) -> tuple[Path
     for key in (OO, NN):
         if key in result.unavailable:
             side = "old" if key == OO else "new"
-            raise UserError(f"version {manifests[side].version} cannot run its own requests: {result.unavailable[key]}",
-                            manifests[side].path)
+            raise UserError(f"version {manifests[side].version} cannot run these requests: {result.unavailable[key]}",
+                            paths[side])
     runfolder.write_parquet(run_dir / runfolder.SAMPLES, result.samples)
     runfolder.write_json(evidence / "benchmark.json", {
         "status": "ok", "cells": [c.key for c in cells], "unavailable": result.unavailable,

@@ -1,0 +1,71 @@
+"""Shared fixtures: a small real registry (real TorchScript models) written into a temp folder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `python -m diagnose ARGS` in a subprocess, as a user would."""
+    full_env = {**os.environ, "DIAGNOSE_PROGRESS": "0", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "diagnose", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def write_manifest(folder: Path, **overrides) -> Path:
+    manifest = {
+        "name": folder.parent.name, "version": folder.name, "format": "torchscript", "artifact": "model.pt",
+        "inputs": {"requests": "requests.parquet", "preprocess": None},
+        "serving": {"device": "cpu", "batch_size": 1, "threads": 1, "precision": "fp32"},
+        "slo": {"p99_ms": 50},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(manifest.get(key), dict):
+            manifest[key] = {**manifest[key], **value}
+        else:
+            manifest[key] = value
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "manifest.yaml"
+    path.write_text(yaml.safe_dump(manifest, sort_keys=False))
+    return path
+
+
+def save_mlp(path: Path, hidden: tuple[int, ...], inputs: int = 32, seed: int = 0) -> None:
+    import torch
+
+    torch.manual_seed(seed)
+    layers: list = []
+    width = inputs
+    for h in hidden:
+        layers += [torch.nn.Linear(width, h), torch.nn.ReLU()]
+        width = h
+    layers.append(torch.nn.Linear(width, 4))
+    torch.jit.script(torch.nn.Sequential(*layers).eval()).save(str(path))
+
+
+def requests_frame(rows: int = 64, width: int = 32, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"x": [rng.normal(size=width).astype(np.float32).tolist() for _ in range(rows)]})
+
+
+@pytest.fixture
+def tiny_registry(tmp_path: Path) -> Path:
+    """`mlp` v1 (small), v2 (much more compute, same requests distribution), v3 (= v1's weights, other threads)."""
+    root = tmp_path / "registry"
+    for version, hidden in (("v1", (16,)), ("v2", (512, 512, 512)), ("v3", (16,))):
+        folder = root / "mlp" / version
+        write_manifest(folder, serving={"threads": 1})
+        save_mlp(folder / "model.pt", hidden)
+        requests_frame(seed={"v1": 1, "v2": 2, "v3": 3}[version]).to_parquet(folder / "requests.parquet")
+    return root
