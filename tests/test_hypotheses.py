@@ -1,0 +1,92 @@
+"""Hypothesis ranking: which evidence ranks which cause, capped when nothing is significant, sorted stably."""
+
+from __future__ import annotations
+
+import pytest
+
+from diagnose.hypotheses import CAUSES, Context, Hypothesis, rank
+
+
+def effect(ms, share, significant=True):
+    return {"effect_ms": ms, "ci_ms": [ms - 1, ms + 1], "effect_pct": ms * 10, "share": share, "significant": significant}
+
+
+def version(**over):
+    base = {"artifact": "model.pt", "artifact_sha256": "a" * 64, "param_count": 1000, "preprocess": "pre:fn",
+            "preprocess_sha256": "p" * 64, "serving": {"device": "cpu", "batch_size": 1, "threads": 2, "precision": "fp32"}}
+    for key, value in over.items():
+        base[key] = {**base[key], **value} if isinstance(value, dict) else value
+    return base
+
+
+def context(verdict="regression", old=None, new=None, model=(10, 0.95), inputs=(0.5, 0.05), requests=None, cells=None,
+            env=()):
+    return Context(
+        verdict=verdict, delta={}, attribution={"model": effect(*model), "input": effect(*inputs, significant=inputs[1] > 0.2),
+                                                "interaction": None, "unavailable": {}},
+        versions={"old": old or version(), "new": new or version()},
+        requests=requests or {"old": {"columns": {"x": {"kind": "list", "mean_len": 10}}},
+                              "new": {"columns": {"x": {"kind": "list", "mean_len": 10}}}},
+        cells=cells or {}, environment_diff=list(env),
+    )
+
+
+def test_preprocessing_change_with_larger_inputs_ranks_first():
+    ctx = context(new=version(preprocess_sha256="q" * 64),
+                  cells={"old_model/old_requests": {"input_elements_mean": 40, "preprocess_p50_ms": 0.2, "input_signature": "int64[1, 20]"},
+                         "new_model/old_requests": {"input_elements_mean": 256, "preprocess_p50_ms": 0.2, "input_signature": "int64[1, 128]"}})
+    ranked = rank(ctx)
+    assert ranked[0].cause == "preprocessing.change" and ranked[0].score > 0.85
+    assert any("6.40x the model input" in line for line in ranked[0].evidence)
+
+
+def test_larger_model_is_compute_increase_same_size_is_operator_regression():
+    bigger = rank(context(new=version(artifact_sha256="b" * 64, param_count=4000)))
+    assert bigger[0].cause == "model.compute_increase"
+    same = rank(context(new=version(artifact_sha256="b" * 64)))
+    assert same[0].cause == "model.operator_regression" and same[0].score < bigger[0].score
+
+
+def test_fewer_threads_is_serving_config_change():
+    ranked = rank(context(new=version(serving={"threads": 1})))
+    assert ranked[0].cause == "serving.config_change" and "threads 2 -> 1" in ranked[0].summary
+
+
+def test_precision_change():
+    ranked = rank(context(old=version(serving={"precision": "fp16"})))
+    assert ranked[0].cause == "model.precision_change"
+
+
+def test_input_shift_ranks_by_input_share():
+    ctx = context(model=(1, 0.1, False), inputs=(9, 0.9),
+                  requests={"old": {"columns": {"text": {"kind": "text", "mean_len": 50}}},
+                            "new": {"columns": {"text": {"kind": "text", "mean_len": 200}}}})
+    ranked = rank(ctx)
+    assert ranked[0].cause == "input.distribution_shift" and ranked[0].score > 0.7
+    assert any("4.00x" in line for line in ranked[0].evidence)
+
+
+def test_schema_change_names_columns():
+    ctx = context(requests={"old": {"columns": {"a": {"kind": "number", "dtype": "float32"}}},
+                            "new": {"columns": {"a": {"kind": "number", "dtype": "float64"}, "b": {"kind": "text"}}}})
+    hyp = next(h for h in rank(ctx) if h.cause == "input.schema_change")
+    assert "columns added: b" in hyp.evidence and any("float32 -> number/float64" in e for e in hyp.evidence)
+
+
+@pytest.mark.parametrize("verdict", ["no_regression", "inconclusive", "improvement"])
+def test_nothing_significant_caps_scores(verdict):
+    ranked = rank(context(verdict=verdict, new=version(artifact_sha256="b" * 64, param_count=9000, serving={"threads": 1})))
+    assert ranked and all(h.score <= 0.5 for h in ranked)
+
+
+def test_sorted_by_score_then_cause_id():
+    ranked = rank(context(new=version(artifact_sha256="b" * 64, param_count=9000, serving={"threads": 1, "batch_size": 8},
+                                      preprocess_sha256="z" * 64), env=["libraries: {'torch': '1'} -> {'torch': '2'}"]))
+    keys = [(-h.score, h.cause) for h in ranked]
+    assert keys == sorted(keys) and len(ranked) >= 4
+
+
+def test_unknown_cause_id_is_refused():
+    with pytest.raises(ValueError):
+        Hypothesis("model.magic", 0.5, "x")
+    assert len(CAUSES) == 12
