@@ -89,7 +89,8 @@ def _version_evidence(manifest: Manifest, loaded, requests_path: Path) -> dict:
     }
 
 
-def _settled_check(frame) -> bool:
+def verdict_settled(frame) -> bool:
+    """Early-stop check on the samples so far: is the old-vs-new verdict settled?"""
     old = frame.loc[frame["cell"] == OO, "latency_ms"].to_numpy()
     new = frame.loc[frame["cell"] == NN, "latency_ms"].to_numpy()
     if len(old) < 20 or len(new) < 20:
@@ -164,7 +165,7 @@ def _measure_and_report(opts, run_dir, manifests, paths, requests) -> tuple[Path
         cells += [Cell("new", "old"), Cell("old", "new")]
     plan = BenchmarkPlan(cells=tuple(cells), budget_s=opts.budget_s, seed=opts.seed)
     with Bar(opts.budget_s, f"Benchmarking {len(cells)} cells") as bar:
-        result = run_benchmark(plan, loaded, requests, settled=_settled_check, on_progress=bar.update_to)
+        result = run_benchmark(plan, loaded, requests, settled=verdict_settled, on_progress=bar.update_to)
     for key in (OO, NN):
         if key in result.unavailable:
             side = "old" if key == OO else "new"

@@ -1,0 +1,155 @@
+"""How often the verdict is right: A/A false positives, A/B power, and pyperf's and asv's rules beside ours.
+
+Runs the real harness in-process on a real TorchScript MLP (about 2 ms a call). The "B" side is the same
+model plus a calibrated busy-wait of exactly X% of A's median (controlled extra compute), so the true
+median difference is known. Every trial interleaves A and B as `diagnose compare` does, with the same
+early stop, and the three rules judge the same samples:
+
+- ours:  Mann-Whitney U p < 0.01, the p50-change bootstrap CI beyond the 1% noise floor (diagnose.stats)
+- pyperf: Student's t-test on the means at 95% ("significant" and slower)
+- asv:   Mann-Whitney U p < 0.002 (asv.statistics.is_different) and a ratio of medians above 1.10
+
+Usage: python benchmarks/verdict_rates.py [--aa 50] [--ab 40] [--budget 30] [--aa-budget 3] [--sweep 1,2,3,5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+from scipy import stats as sps
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from diagnose import stats  # noqa: E402
+from diagnose.compare import verdict_settled  # noqa: E402
+from diagnose.manifest import load_manifest  # noqa: E402
+from profilers.harness import BenchmarkPlan, Cell, run_benchmark  # noqa: E402
+from profilers.runners import load_version  # noqa: E402
+
+SPIN_MODEL = '''
+import time
+from pathlib import Path
+
+import torch
+
+EXTRA_MS = {extra_ms!r}
+
+
+class Spin(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner = torch.jit.load(str(Path(__file__).parent / "base.pt"))
+
+    def forward(self, x):
+        out = self.inner(x)
+        end = time.perf_counter() + EXTRA_MS / 1000.0
+        while time.perf_counter() < end:
+            pass
+        return out
+
+
+def build():
+    return Spin()
+'''
+
+
+def make_version(root: Path, name: str, extra_ms: float | None) -> Path:
+    import torch
+
+    folder = root / "bench" / name
+    folder.mkdir(parents=True)
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Linear(512, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 1024), torch.nn.ReLU(),
+                              torch.nn.Linear(1024, 16)).eval()
+    torch.jit.script(mlp).save(str(folder / "base.pt"))
+    rng = np.random.default_rng(0)
+    import pandas as pd
+
+    pd.DataFrame({"x": [rng.normal(size=512).astype(np.float32).tolist() for _ in range(64)]}).to_parquet(folder / "requests.parquet")
+    manifest = {"name": "bench", "version": name, "format": "torchscript", "artifact": "base.pt",
+                "inputs": {"requests": "requests.parquet"}, "serving": {"threads": 1, "batch_size": 8}}
+    if extra_ms is not None:
+        (folder / "model.py").write_text(SPIN_MODEL.format(extra_ms=extra_ms))
+        manifest.update(format="python", artifact="model:build")
+    (folder / "manifest.yaml").write_text(yaml.safe_dump(manifest))
+    return folder / "manifest.yaml"
+
+
+def trial(old, new, budget: float, seed: int):
+    requests = {"old": old.requests_frame, "new": new.requests_frame}
+    plan = BenchmarkPlan(cells=(Cell("old", "old"), Cell("new", "new")), budget_s=budget, seed=seed)
+    result = run_benchmark(plan, {"old": old, "new": new}, requests, settled=verdict_settled)
+    a = result.samples.loc[result.samples["cell"] == "old_model/old_requests", "latency_ms"].to_numpy()
+    b = result.samples.loc[result.samples["cell"] == "new_model/new_requests", "latency_ms"].to_numpy()
+    delta = stats.relative_change(a, b, seed=seed)
+    ours = stats.verdict(delta) == "regression"
+    t = sps.ttest_ind(b, a)
+    pyperf = bool(t.pvalue < 0.05 and b.mean() > a.mean())
+    asv = bool(sps.mannwhitneyu(a, b, method="asymptotic").pvalue < 0.002 and np.median(b) / np.median(a) > 1.10)
+    return ours, pyperf, asv, len(a), result.elapsed_s
+
+
+def loaded(path: Path):
+    manifest = load_manifest(path)
+    version = load_version(manifest)
+    import pandas as pd
+
+    version.requests_frame = pd.read_parquet(manifest.requests_path)
+    return version
+
+
+def rates(old, new, n: int, budget: float, label: str) -> dict:
+    hits = np.zeros(3)
+    sizes, times = [], []
+    for seed in range(n):
+        *flags, size, elapsed = trial(old, new, budget, seed)
+        hits += flags
+        sizes.append(size)
+        times.append(elapsed)
+        print(f"\r  {label}: {seed + 1}/{n}", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    return {"ours": hits[0] / n, "pyperf": hits[1] / n, "asv": hits[2] / n,
+            "median_n": int(np.median(sizes)), "median_s": float(np.median(times))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--aa", type=int, default=50, help="A/A compares (default 50)")
+    parser.add_argument("--aa-budget", type=float, default=3.0, help="budget of each A/A compare, s (default 3)")
+    parser.add_argument("--ab", type=int, default=40, help="A/B compares per difference (default 40)")
+    parser.add_argument("--budget", type=float, default=30.0, help="budget of each A/B compare, s (the CLI default)")
+    parser.add_argument("--sweep", default="1,2,3,5", help="true differences to try, percent")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        a = loaded(make_version(root, "a", None))
+        a2 = loaded(make_version(root, "a2", None))
+        probe = run_benchmark(BenchmarkPlan(cells=(Cell("old", "old"),), budget_s=2.0), {"old": a}, {"old": a.requests_frame})
+        median_ms = float(probe.samples["latency_ms"].median())
+        print(f"model: TorchScript MLP 512-1024-1024-16, batch 8, 1 thread; A median {median_ms:.3f} ms")
+        started = time.time()
+        table = {"A/A (false positives)": rates(a, a2, args.aa, args.aa_budget, "A/A")}
+        for pct in [float(p) for p in args.sweep.split(",")]:
+            b = loaded(make_version(root, f"b{pct:g}", median_ms * pct / 100))
+            table[f"A/B +{pct:g}% (detection)"] = rates(a, b, args.ab, args.budget, f"A/B +{pct:g}%")
+        print(f"\n| comparison | diagnose | pyperf rule | asv rule | median n per side | median s |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for name, row in table.items():
+            print(f"| {name} | {100 * row['ours']:.1f}% | {100 * row['pyperf']:.1f}% | {100 * row['asv']:.1f}% "
+                  f"| {row['median_n']} | {row['median_s']:.1f} |")
+        detected = [name for name, row in table.items() if name.startswith("A/B") and row["ours"] >= 0.95]
+        print(f"\nsmallest difference diagnose detects in >= 95% of compares: "
+              f"{detected[0].split()[1] if detected else 'none of those tried'}")
+        print(f"A/A budget {args.aa_budget:g} s x {args.aa}; A/B budget {args.budget:g} s x {args.ab} each; "
+              f"total {time.time() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

