@@ -189,12 +189,17 @@ def load_version(manifest: Manifest) -> LoadedVersion:
         raise UserError(f"cannot load {manifest.format} artifact {manifest.artifact_path.name}: {first}", manifest.path, "artifact") from None
     params = None
     if isinstance(model, torch.nn.Module):
-        model.eval()
+        if manifest.format != "exported":  # an exported program is traced in eval mode and refuses .eval()
+            model.eval()
         params = sum(p.numel() for p in model.parameters())
         dtype = _DTYPES.get(manifest.serving.precision)
-        if dtype:
-            model = model.to(getattr(torch, dtype))
-        if manifest.serving.device == "cuda":
-            model = model.to("cuda")
+        try:
+            if dtype:
+                model = model.to(getattr(torch, dtype))
+            if manifest.serving.device == "cuda":
+                model = model.to("cuda")
+        except Exception as exc:
+            raise UserError(f"cannot serve this {manifest.format} artifact as {manifest.serving.precision} on "
+                            f"{manifest.serving.device}: {exc}", manifest.path, "serving") from None
     sync = torch.cuda.synchronize if manifest.serving.device == "cuda" else (lambda: None)
     return LoadedVersion(manifest, model, preprocess, params, sync)
