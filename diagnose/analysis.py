@@ -83,7 +83,8 @@ def analyze(run_dir: Path, allow_env_mismatch: bool = False) -> dict:
     old_stats, new_stats = stats.summarize(old), stats.summarize(new)
     delta = stats.relative_change(old, new, seed=seed)
     verdict = stats.verdict(delta)
-    warnings += stats.noise_warnings(old, new)
+    sizes = {key: group["input_elements"].to_numpy() for key, group in samples.groupby("cell")}
+    warnings += stats.noise_warnings(old, new, old_sizes=sizes[OO], new_sizes=sizes[NN])
 
     unavailable = dict(evidence["benchmark"].get("unavailable", {}))
     if evidence["requests"].get("identical"):

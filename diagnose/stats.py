@@ -370,17 +370,37 @@ def settled(
     return -half < lo and hi < half
 
 
-def noise_warnings(old, new, max_iqr_ratio: float = MAX_IQR_RATIO) -> list[str]:
+def unexplained_spread(samples, sizes=None) -> float:
+    """IQR/median of the latency that the request size does not explain.
+
+    Replayed requests differ in cost (a 10-token text is cheaper than a 120-token one), so the raw spread
+    mixes the workload's own variety with machine noise. With per-sample sizes (input elements), the
+    latency is first fitted linearly on size and the spread is taken over the residuals around the median:
+    what is left is noise the machine added.
+    """
+    x = _as_samples(samples, "samples")
+    if sizes is not None:
+        size = np.asarray(sizes, dtype=float)
+        if size.shape == x.shape and np.ptp(size) > 0:
+            slope, intercept = np.polyfit(size, x, 1)
+            x = x - (slope * size + intercept) + float(np.median(x))
+    p25, p50, p75 = np.quantile(x, [0.25, 0.5, 0.75])
+    return _iqr_ratio(float(p25), float(p50), float(p75))
+
+
+def noise_warnings(old, new, max_iqr_ratio: float = MAX_IQR_RATIO, old_sizes=None, new_sizes=None) -> list[str]:
     """Human-readable warnings about measurements too noisy or too small to trust.
 
     A relative spread (IQR/median) above ``max_iqr_ratio`` usually means
     another process, thermal throttling or frequency scaling interfered, so
-    a few-percent change cannot be resolved.  Fewer than MIN_SAMPLES samples
-    make tail quantiles meaningless.  Returns [] when both sides look fine.
-    Raises ValueError on non-finite values; an empty side is only warned about.
+    a few-percent change cannot be resolved.  With per-sample request sizes,
+    only the spread the sizes do not explain counts (see unexplained_spread).
+    Fewer than MIN_SAMPLES samples make tail quantiles meaningless.  Returns []
+    when both sides look fine. Raises ValueError on non-finite values; an empty
+    side is only warned about.
     """
     warnings: list[str] = []
-    for name, samples in (("old", old), ("new", new)):
+    for name, samples, sizes in (("old", old, old_sizes), ("new", new, new_sizes)):
         x = _as_samples(samples, name, allow_empty=True)
         if x.size < MIN_SAMPLES:
             warnings.append(
@@ -389,11 +409,11 @@ def noise_warnings(old, new, max_iqr_ratio: float = MAX_IQR_RATIO) -> list[str]:
             )
         if x.size == 0:
             continue
-        p25, p50, p75 = np.quantile(x, [0.25, 0.5, 0.75])
-        ratio = _iqr_ratio(float(p25), float(p50), float(p75))
+        ratio = unexplained_spread(x, sizes)
         if ratio > max_iqr_ratio:
+            what = "spread IQR/median" if sizes is None else "spread IQR/median not explained by request size"
             warnings.append(
-                f"{name}: spread IQR/median = {100.0 * ratio:.1f}% (> {100.0 * max_iqr_ratio:g}%): "
+                f"{name}: {what} = {100.0 * ratio:.1f}% (> {100.0 * max_iqr_ratio:g}%): "
                 f"the machine was noisy; rerun on a quieter machine or raise --budget"
             )
     return warnings

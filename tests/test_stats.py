@@ -480,3 +480,15 @@ def test_summarize_iqr_ratio_agrees_with_noise_warnings():
     warned = bool(noise_warnings(x, np.full(400, 1.0)))
     assert warned == (s.iqr_ratio > S.MAX_IQR_RATIO)
     assert isinstance(s, SideStats)
+
+
+def test_spread_explained_by_request_size_is_not_noise():
+    rng = np.random.default_rng(5)
+    sizes = rng.integers(10, 130, 400).astype(float)
+    latency = 2.0 + 0.15 * sizes + rng.normal(0, 0.05, 400)  # cost follows size; machine noise is tiny
+    assert S.unexplained_spread(latency) > 0.3
+    assert S.unexplained_spread(latency, sizes) < 0.02
+    assert S.noise_warnings(latency, latency, old_sizes=sizes, new_sizes=sizes) == []
+    noisy = latency * np.exp(rng.normal(0, 0.3, 400))
+    assert any("not explained by request size" in w for w in S.noise_warnings(noisy, latency, old_sizes=sizes,
+                                                                                new_sizes=sizes))
