@@ -71,7 +71,8 @@ def make_version(root: Path, name: str, extra_ms: float | None) -> Path:
     rng = np.random.default_rng(0)
     import pandas as pd
 
-    pd.DataFrame({"x": [rng.normal(size=512).astype(np.float32).tolist() for _ in range(64)]}).to_parquet(folder / "requests.parquet")
+    rows = [rng.normal(size=512).astype(np.float32).tolist() for _ in range(64)]
+    pd.DataFrame({"x": rows}).to_parquet(folder / "requests.parquet")
     manifest = {"name": "bench", "version": name, "format": "torchscript", "artifact": "base.pt",
                 "inputs": {"requests": "requests.parquet"}, "serving": {"threads": 1, "batch_size": 8}}
     if extra_ms is not None:
@@ -139,7 +140,7 @@ def main() -> None:
         for pct in [float(p) for p in args.sweep.split(",")]:
             b = loaded(make_version(root, f"b{pct:g}", median_ms * pct / 100))
             table[f"A/B +{pct:g}% (detection)"] = rates(a, b, args.ab, args.budget, f"A/B +{pct:g}%")
-        print(f"\n| comparison | diagnose | pyperf rule | asv rule | median n per side | median s |")
+        print("\n| comparison | diagnose | pyperf rule | asv rule | median n per side | median s |")
         print("|---|---:|---:|---:|---:|---:|")
         for name, row in table.items():
             print(f"| {name} | {100 * row['ours']:.1f}% | {100 * row['pyperf']:.1f}% | {100 * row['asv']:.1f}% "

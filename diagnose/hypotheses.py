@@ -95,11 +95,13 @@ def preprocessing_change(ctx: Context) -> Hypothesis | None:
         weight = 0.95
         evidence.append(
             f"the same requests become {size_ratio:.2f}x the model input ({oo['input_elements_mean']:.0f} -> "
-            f"{no['input_elements_mean']:.0f} elements per batch; shapes {oo.get('input_signature')} -> {no.get('input_signature')})"
+            f"{no['input_elements_mean']:.0f} elements per batch; "
+            f"shapes {oo.get('input_signature')} -> {no.get('input_signature')})"
         )
     if pre_ratio and pre_ratio > 1.2:
         weight = max(weight, 0.8)
-        evidence.append(f"preprocessing itself takes {pre_ratio:.1f}x longer ({oo['preprocess_p50_ms']:.2f} -> {no['preprocess_p50_ms']:.2f} ms p50)")
+        evidence.append(f"preprocessing itself takes {pre_ratio:.1f}x longer "
+                        f"({oo['preprocess_p50_ms']:.2f} -> {no['preprocess_p50_ms']:.2f} ms p50)")
     evidence.append(ctx.effect_text("model"))
     score = ctx.base * ctx.share("model") * weight
     return Hypothesis(
@@ -157,7 +159,8 @@ def model_change(ctx: Context) -> Hypothesis | None:
     if params is not None and params > 1.05:
         return Hypothesis("model.compute_increase", ctx.base * ctx.share("model") * 0.85,
                           f"The new model is larger: {params:.2f}x the parameters, so each request does more work",
-                          evidence, steps + ["Check whether the larger architecture was intended; weigh a distilled or quantized variant"])
+                          evidence,
+                          steps + ["Check whether the larger architecture was intended; weigh a distilled or quantized variant"])
     return Hypothesis("model.operator_regression", ctx.base * ctx.share("model") * 0.5,
                       "The model artifact changed at about the same size: the same work may now run on slower operators",
                       evidence, steps)
@@ -173,7 +176,8 @@ def input_distribution_shift(ctx: Context) -> Hypothesis | None:
         if new_col and "mean_len" in old_col and "mean_len" in new_col and old_col["mean_len"]:
             r = new_col["mean_len"] / old_col["mean_len"]
             if abs(r - 1) > 0.1:
-                evidence.append(f"column {column!r}: mean length {old_col['mean_len']:.1f} -> {new_col['mean_len']:.1f} ({r:.2f}x)")
+                evidence.append(f"column {column!r}: mean length {old_col['mean_len']:.1f} -> "
+                                f"{new_col['mean_len']:.1f} ({r:.2f}x)")
     logs_differ = len(evidence) > 1
     if size_ratio and abs(size_ratio - 1) > 0.05:
         evidence.append(f"through the old model's preprocessing the new requests are {size_ratio:.2f}x the input elements")

@@ -98,7 +98,8 @@ def load_requests(path: Path) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise UserError("requests file is empty", path) from None
     except Exception as exc:  # pyarrow and pandas raise many types for a corrupt file
-        raise UserError(f"cannot read requests file: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", path) from None
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"cannot read requests file: {first}", path) from None
     return validate(frame.reset_index(drop=True), path)
 
 

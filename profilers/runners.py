@@ -10,7 +10,6 @@ import hashlib
 import importlib.util
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -130,7 +129,7 @@ class LoadedVersion:
 
 def input_elements(inputs: tuple) -> int:
     """How many scalars a batch puts on the model: the size evidence for preprocessing and input changes."""
-    return int(sum(getattr(x, "numel", lambda: np.asarray(x).size)() for x in inputs))
+    return int(sum(x.numel() if hasattr(x, "numel") else np.asarray(x).size for x in inputs))
 
 
 def input_signature(inputs: tuple) -> str:
@@ -164,7 +163,7 @@ def _load_onnx(manifest: Manifest):
     names = [i.name for i in session.get_inputs()]
 
     def run(*inputs):
-        feed = {n: (x.cpu().numpy() if hasattr(x, "cpu") else np.asarray(x)) for n, x in zip(names, inputs)}
+        feed = {n: (x.cpu().numpy() if hasattr(x, "cpu") else np.asarray(x)) for n, x in zip(names, inputs, strict=False)}
         return session.run(None, feed)
 
     return run
@@ -186,7 +185,8 @@ def load_version(manifest: Manifest) -> LoadedVersion:
         raise
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot load {manifest.format} artifact {manifest.artifact_path.name}: {first}", manifest.path, "artifact") from None
+        raise UserError(f"cannot load {manifest.format} artifact {manifest.artifact_path.name}: {first}",
+                        manifest.path, "artifact") from None
     params = None
     if isinstance(model, torch.nn.Module):
         if manifest.format != "exported":  # an exported program is traced in eval mode and refuses .eval()

@@ -13,7 +13,6 @@ from typing import Optional
 import jsonschema
 import pandas as pd
 import pytest
-
 from conftest import ROOT, run_cli
 
 SCHEMA = json.loads((ROOT / "diagnose" / "schemas" / "report.schema.json").read_text())

@@ -33,8 +33,10 @@ def context(verdict="regression", old=None, new=None, model=(10, 0.95), inputs=(
 
 def test_preprocessing_change_with_larger_inputs_ranks_first():
     ctx = context(new=version(preprocess_sha256="q" * 64),
-                  cells={"old_model/old_requests": {"input_elements_mean": 40, "preprocess_p50_ms": 0.2, "input_signature": "int64[1, 20]"},
-                         "new_model/old_requests": {"input_elements_mean": 256, "preprocess_p50_ms": 0.2, "input_signature": "int64[1, 128]"}})
+                  cells={"old_model/old_requests": {"input_elements_mean": 40, "preprocess_p50_ms": 0.2,
+                                                    "input_signature": "int64[1, 20]"},
+                         "new_model/old_requests": {"input_elements_mean": 256, "preprocess_p50_ms": 0.2,
+                                                    "input_signature": "int64[1, 128]"}})
     ranked = rank(ctx)
     assert ranked[0].cause == "preprocessing.change" and ranked[0].score > 0.85
     assert any("6.40x the model input" in line for line in ranked[0].evidence)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -170,7 +171,7 @@ def test_sidestats_to_dict_is_json_and_exact_fields():
     assert isinstance(d["p50_ci"], list) and len(d["p50_ci"]) == 2
     assert json.loads(json.dumps(d)) == d
     assert type(d["n"]) is int and type(d["p50_ms"]) is float
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         s.n = 3  # frozen
 
 
