@@ -89,7 +89,11 @@ def preprocessing_change(ctx: Context) -> Hypothesis | None:
     oo, no = ctx.cells.get("old_model/old_requests", {}), ctx.cells.get("new_model/old_requests", {})
     size_ratio = _ratio(oo.get("input_elements_mean"), no.get("input_elements_mean"))
     pre_ratio = _ratio(oo.get("preprocess_p50_ms"), no.get("preprocess_p50_ms"))
-    evidence = [f"preprocess changed: {old.get('preprocess')} -> {new.get('preprocess')} (code hash differs)"]
+    if old.get("preprocess") != new.get("preprocess"):
+        evidence = [f"preprocess changed: {old.get('preprocess')} -> {new.get('preprocess')}"]
+    else:
+        evidence = [f"preprocess code {new.get('preprocess')} changed (sha256 {str(old.get('preprocess_sha256'))[:12]} -> "
+                    f"{str(new.get('preprocess_sha256'))[:12]})"]
     weight = 0.3
     if size_ratio and abs(size_ratio - 1) > 0.05:
         weight = 0.95

@@ -41,7 +41,7 @@ class BenchmarkPlan:
     cells: tuple[Cell, ...]
     budget_s: float = 30.0
     warmup_batches: int = 5
-    min_rounds: int = 30
+    min_rounds: int = 100  # no early stop before this: a p99 needs about 100 samples to mean anything
     check_every_s: float = 1.0
     seed: int = 0
 

@@ -133,9 +133,10 @@ def input_elements(inputs: tuple) -> int:
 
 
 def input_signature(inputs: tuple) -> str:
-    return ";".join(
+    """The inputs' dtypes and shapes, e.g. "(int64[1, 14], int64[1, 14])"."""
+    return "(" + ", ".join(
         f"{str(getattr(x, 'dtype', type(x).__name__)).replace('torch.', '')}{list(getattr(x, 'shape', []))}" for x in inputs
-    )
+    ) + ")"
 
 
 def _load_torch(manifest: Manifest):

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jsonschema
 import pytest
-from conftest import run_cli
+from conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +20,9 @@ pytestmark = pytest.mark.slow
 def compare(tmp_path: Path, *args: str) -> dict:
     result = run_cli("compare", *args, "--budget", "12", "--out", str(tmp_path / "run"), "--json", cwd=tmp_path, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout)
+    report = json.loads(result.stdout)
+    jsonschema.validate(report, json.loads((ROOT / "diagnose" / "schemas" / "report.schema.json").read_text()))
+    return report
 
 
 def causes(report: dict) -> list[str]:
