@@ -47,8 +47,28 @@ def _summary_line(model: str, old: str, new: str, verdict: str, delta: stats.Del
     return f"{words[verdict]}: {change}"
 
 
+OPTIONAL_SOURCES = ("profile",)  # absent when the stage was skipped (--no-profile)
+
+
 def load_evidence(run_dir: Path) -> dict:
-    return {name: read_json(run_dir / "evidence" / f"{name}.json") for name in EVIDENCE_SOURCES}
+    evidence = {name: read_json(run_dir / "evidence" / f"{name}.json") for name in EVIDENCE_SOURCES}
+    for name in OPTIONAL_SOURCES:
+        path = run_dir / "evidence" / f"{name}.json"
+        evidence[name] = read_json(path) if path.exists() else {"status": "unavailable", "reason": "stage skipped"}
+    return evidence
+
+
+def _profile_section(profile: dict, rows: int = 10) -> dict | None:
+    """The part of the trace diff that goes into report.json: findings, signals, the top rows of each table."""
+    if profile.get("status") != "ok":
+        return None
+    return {
+        "findings": profile["findings"],
+        "signals": profile["signals"],
+        "tables": {name: table[:rows] for name, table in profile["tables"].items()},
+        "traces": profile["traces"],
+        "logdir": profile["logdir"],
+    }
 
 
 def analyze(run_dir: Path, allow_env_mismatch: bool = False) -> dict:
@@ -99,7 +119,7 @@ def analyze(run_dir: Path, allow_env_mismatch: bool = False) -> dict:
     ctx = Context(
         verdict=verdict, delta=delta.to_dict(), attribution=attribution,
         versions=evidence["versions"], requests=evidence["requests"], cells=cell_summaries,
-        environment_diff=env_diff,
+        environment_diff=env_diff, profile=_profile_section(evidence["profile"]),
     )
     hypotheses = [h.to_dict() for h in rank(ctx)]
 
@@ -123,8 +143,9 @@ def analyze(run_dir: Path, allow_env_mismatch: bool = False) -> dict:
         "attribution": attribution,
         "cells": cell_summaries,
         "hypotheses": hypotheses,
+        "profile": ctx.profile,
         "collectors": {name: {k: v for k, v in evidence[name].items() if k in ("status", "reason", "source")}
-                       for name in EVIDENCE_SOURCES},
+                       for name in EVIDENCE_SOURCES + OPTIONAL_SOURCES},
         "slo": {"p99_ms": slo_p99, "old_within": bool(old_stats.p99_ms <= slo_p99) if slo_p99 else None,
                 "new_within": bool(new_stats.p99_ms <= slo_p99) if slo_p99 else None},
         "warnings": warnings,

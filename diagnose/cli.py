@@ -22,6 +22,15 @@ COMPARE_EXAMPLES = """examples:
   diagnose compare --registry ./models --model textclf --old v1 --new v2 \\
       --new-requests logs/today.parquet --json > report.json
 """
+PROFILE_EXAMPLES = """examples:
+  diagnose profile v2                                     # default model of the embedded registry
+  diagnose profile v1 --model recsys --steps 10 --out prof-v1
+  tensorboard --logdir prof-v1                            # the folder is a TensorBoard profiler logdir
+"""
+DIFF_EXAMPLES = """examples:
+  diagnose diff-traces runs/RUN/profile/old-v1 runs/RUN/profile/new-v2
+  diagnose diff-traces base.pt.trace.json.gz test.pt.trace.json.gz --json > diff.json
+"""
 ANALYZE_EXAMPLES = """examples:
   diagnose analyze runs/20261128T101500Z-textclf-v1-vs-v2
   diagnose analyze RUN_DIR --format markdown > incident.md
@@ -64,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="seconds of measurement; stops earlier once the verdict is settled (default 30)")
     compare.add_argument("--seed", type=int, default=0, help="seed for request order and bootstrap (default 0)")
     compare.add_argument("--no-factorial", action="store_true", help="measure only old/old and new/new (no attribution)")
+    compare.add_argument("--no-profile", action="store_true", help="skip the profiler stage (no op-level diff)")
     compare.add_argument("--out", type=Path, help="run folder to write (default runs/<timestamp>-<model>-<old>-vs-<new>)")
     compare.add_argument("--allow-env-mismatch", action="store_true", help="compare sample sets from different environments")
     compare.add_argument("--json", action="store_true", help="print report.json to stdout instead of the summary")
@@ -79,6 +89,33 @@ def build_parser() -> argparse.ArgumentParser:
                          help="what to print (default summary); report.json and report.md are rewritten either way")
     analyze.add_argument("--allow-env-mismatch", action="store_true", help="compare sample sets from different environments")
     analyze.set_defaults(handler=_analyze)
+
+    profile = commands.add_parser(
+        "profile", help="profile one version with torch.profiler and list its top operators",
+        description="Run a version's requests under torch.profiler (record_shapes, module hierarchy, memory), save "
+                    "the trace as a TensorBoard logdir and Chrome trace, and print the operators that take the time.",
+        epilog=PROFILE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    profile.add_argument("version", metavar="VERSION")
+    profile.add_argument("--model", help="model name (default: the registry's only or default model)")
+    profile.add_argument("--registry", help="registry folder (default: $DIAGNOSE_REGISTRY, ./models, else the embedded one)")
+    profile.add_argument("--requests", type=Path, help="request log to replay (default: the manifest's)")
+    profile.add_argument("--steps", type=int, default=5, help="profiled batches after 2 warm-up batches (default 5)")
+    profile.add_argument("--top", type=int, default=15, help="rows to print (default 15)")
+    profile.add_argument("--out", type=Path, help="logdir to write (default runs/<timestamp>-<model>-<version>-profile)")
+    profile.set_defaults(handler=_profile)
+
+    diff = commands.add_parser(
+        "diff-traces", help="op-level diff of two profiler traces (files or folders)",
+        description="Diff two PyTorch profiler (Kineto) traces, .json or .json.gz, recorded here or elsewhere: per "
+                    "operator, operator and shapes, module, and aligned call tree, ranked by contribution.",
+        epilog=DIFF_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    diff.add_argument("old", type=Path, metavar="OLD", help="baseline trace file, or a folder holding one trace")
+    diff.add_argument("new", type=Path, metavar="NEW", help="changed trace file, or a folder holding one trace")
+    diff.add_argument("--top", type=int, default=15, help="rows per table (default 15)")
+    diff.add_argument("--json", action="store_true", help="print the whole diff as JSON")
+    diff.set_defaults(handler=_diff_traces)
     return parser
 
 
@@ -98,7 +135,7 @@ def _compare(args: argparse.Namespace) -> int:
     options = CompareOptions(
         old=args.old, new=args.new, model=args.model, registry=args.registry,
         old_requests=args.old_requests, new_requests=args.new_requests, budget_s=args.budget, seed=args.seed,
-        factorial=not args.no_factorial, out=args.out, allow_env_mismatch=args.allow_env_mismatch,
+        factorial=not args.no_factorial, profile=not args.no_profile, out=args.out, allow_env_mismatch=args.allow_env_mismatch,
         argv=tuple(sys.argv),
     )
     _, report = run_compare(options)
@@ -115,6 +152,20 @@ def _analyze(args: argparse.Namespace) -> int:
     write_reports(args.run_dir, report)
     finish(args.run_dir)
     _print_report(report, args.format)
+    return EXIT_OK
+
+
+def _profile(args: argparse.Namespace) -> int:
+    from diagnose.profiles import profile_command
+
+    sys.stdout.write(profile_command(args.version, args.model, args.registry, args.requests, args.steps, args.top, args.out))
+    return EXIT_OK
+
+
+def _diff_traces(args: argparse.Namespace) -> int:
+    from diagnose.profiles import diff_command
+
+    sys.stdout.write(diff_command(args.old, args.new, args.top, args.json))
     return EXIT_OK
 
 

@@ -33,6 +33,7 @@ class CompareOptions:
     budget_s: float = 30.0
     seed: int = 0
     factorial: bool = True
+    profile: bool = True
     out: Path | None = None
     runs_dir: Path = Path("runs")
     allow_env_mismatch: bool = False
@@ -177,6 +178,11 @@ def _measure_and_report(opts, run_dir, manifests, paths, requests) -> tuple[Path
         "rounds": result.rounds, "elapsed_s": round(result.elapsed_s, 3), "stopped": result.stopped,
         "budget_s": opts.budget_s, "warmup_batches": plan.warmup_batches, "timer": "time.perf_counter_ns",
     })
+    if opts.profile:
+        from profilers.profiling import profile_pair
+
+        with status("Profiling both versions on the same requests"):
+            profile_pair(run_dir, loaded, requests["old"])
     report = analyze(run_dir, allow_env_mismatch=opts.allow_env_mismatch)
     write_reports(run_dir, report)
     runfolder.finish(run_dir)

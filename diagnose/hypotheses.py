@@ -56,6 +56,20 @@ class Context:
     requests: dict  # {"old": describe(), "new": describe()} from evidence/requests.json
     cells: dict  # cell key -> {"p50_ms", "preprocess_p50_ms", "infer_p50_ms", "input_elements_mean", "input_signature"}
     environment_diff: list[str] = field(default_factory=list)
+    profile: dict | None = None  # report["profile"]: trace-diff findings and signals, None when not profiled
+
+    def findings(self, limit: int = 3) -> list[str]:
+        """The trace diff's plain-words top rows, as evidence lines."""
+        if not self.profile:
+            return []
+        return [f"profile: {line}" for line in self.profile["findings"][:limit]]
+
+    def signal_ratio(self, name: str) -> float | None:
+        """new / old of a trace-diff signal such as "flops_per_step"; None when not profiled or zero."""
+        if not self.profile:
+            return None
+        signals = self.profile["signals"]
+        return _ratio(signals.get(f"old_{name}"), signals.get(f"new_{name}"))
 
     @property
     def base(self) -> float:
@@ -106,7 +120,12 @@ def preprocessing_change(ctx: Context) -> Hypothesis | None:
         weight = max(weight, 0.8)
         evidence.append(f"preprocessing itself takes {pre_ratio:.1f}x longer "
                         f"({oo['preprocess_p50_ms']:.2f} -> {no['preprocess_p50_ms']:.2f} ms p50)")
+    traced = ctx.signal_ratio("input_elements_per_step")
+    if traced and abs(traced - 1) > 0.05:
+        weight = max(weight, 0.9)
+        evidence.append(f"profiled on the same requests, the tensors entering the model are {traced:.2f}x as large")
     evidence.append(ctx.effect_text("model"))
+    evidence += ctx.findings()
     score = ctx.base * ctx.share("model") * weight
     return Hypothesis(
         "preprocessing.change", score,
@@ -135,39 +154,68 @@ def serving_config_change(ctx: Context) -> Hypothesis | None:
 
 
 def precision_change(ctx: Context) -> Hypothesis | None:
+    """Declared (serving.precision) or observed (low-precision ops in the old trace, fp32 in the new)."""
     old, new = ctx.versions["old"]["serving"]["precision"], ctx.versions["new"]["serving"]["precision"]
-    if old == new:
+    evidence, weight = [], 0.0
+    if old != new:
+        order = {"int8": 0, "fp16": 1, "bf16": 1, "fp32": 2}
+        weight = 0.9 if order[new] > order[old] else 0.5
+        evidence.append(f"serving.precision: {old} -> {new}")
+    if ctx.profile:
+        low_old = ctx.profile["signals"]["old_precision"]["low_precision_share"]
+        low_new = ctx.profile["signals"]["new_precision"]["low_precision_share"]
+        if low_old - low_new > 0.15:
+            weight = max(weight, 0.85)
+            evidence.append(f"profile: low-precision or quantized ops took {100 * low_old:.0f}% of op time in the old "
+                            f"version, {100 * low_new:.0f}% in the new "
+                            f"(dtypes {ctx.profile['signals']['new_precision']['dtypes']})")
+    if not evidence:
         return None
-    order = {"int8": 0, "fp16": 1, "bf16": 1, "fp32": 2}
-    weight = 0.9 if order[new] > order[old] else 0.5
+    evidence += [ctx.effect_text("model")] + ctx.findings()
     return Hypothesis(
         "model.precision_change", ctx.base * ctx.share("model") * weight,
-        f"Serving precision changed from {old} to {new}",
-        [f"serving.precision: {old} -> {new}", ctx.effect_text("model")],
-        ["Serve the new model at the old precision and compare accuracy and latency"],
+        f"Precision changed: {evidence[0]}" if old != new else "The new model runs in higher precision than the old one",
+        evidence,
+        ["Serve the new model at the old precision (or quantize it) and compare accuracy and latency"],
     )
 
 
 def model_change(ctx: Context) -> Hypothesis | None:
-    """A changed artifact: more parameters means more work; the same size points at slower operators."""
+    """A changed artifact: more parameters or FLOPs means more work; the same work slower points at operators."""
     old, new = ctx.versions["old"], ctx.versions["new"]
     if old.get("artifact_sha256") == new.get("artifact_sha256"):
         return None
     params = _ratio(old.get("param_count"), new.get("param_count"))
+    flops, calls = ctx.signal_ratio("flops_per_step"), ctx.signal_ratio("calls_per_step")
     evidence = [f"artifact changed: {old.get('artifact')} (sha256 {str(old.get('artifact_sha256'))[:12]}) -> "
                 f"{new.get('artifact')} (sha256 {str(new.get('artifact_sha256'))[:12]})"]
     if params is not None:
         evidence.append(f"parameters: {old['param_count']:,} -> {new['param_count']:,} ({params:.2f}x)")
+    if flops is not None:
+        evidence.append(f"profile: FLOPs per step {flops:.2f}x, operator calls per step {calls:.2f}x" if calls else
+                        f"profile: FLOPs per step {flops:.2f}x")
     evidence.append(ctx.effect_text("model"))
-    steps = ["Profile both versions and diff the operators (where the extra time goes, per op and module)"]
-    if params is not None and params > 1.05:
-        return Hypothesis("model.compute_increase", ctx.base * ctx.share("model") * 0.85,
-                          f"The new model is larger: {params:.2f}x the parameters, so each request does more work",
-                          evidence,
+    evidence += ctx.findings()
+    steps = ["Profile both versions and diff the operators (diagnose diff-traces on the run folder's profile/ traces)"]
+    more_work = (params is not None and params > 1.05) or (flops is not None and flops > 1.10) or \
+                (calls is not None and calls > 1.15)
+    if more_work:
+        weight = 0.9 if (params or 1) > 1.05 and (flops or 1) > 1.10 else 0.85
+        what = f"{params:.2f}x the parameters" if params and params > 1.05 else f"{flops:.2f}x the FLOPs" if flops else "more ops"
+        return Hypothesis("model.compute_increase", ctx.base * ctx.share("model") * weight,
+                          f"The new model does more work per request: {what}", evidence,
                           steps + ["Check whether the larger architecture was intended; weigh a distilled or quantized variant"])
-    return Hypothesis("model.operator_regression", ctx.base * ctx.share("model") * 0.5,
-                      "The model artifact changed at about the same size: the same work may now run on slower operators",
-                      evidence, steps)
+    weight = 0.5
+    if flops is not None and ctx.profile:
+        signals = ctx.profile["signals"]
+        if signals["ops_added"]:
+            evidence.append(f"profile: ops only in the new version: {', '.join(signals['ops_added'][:5])}")
+        copies = signals["new_copy_ms_per_step"] - signals["old_copy_ms_per_step"]
+        if copies > 0.05:
+            evidence.append(f"profile: copies and casts take {copies:+.2f} ms/step more")
+        weight = 0.8 if 0.9 <= flops <= 1.1 and signals["delta_self_ms_per_step"] > 0 else 0.6
+    return Hypothesis("model.operator_regression", ctx.base * ctx.share("model") * weight,
+                      "The new model does about the same work on slower operators", evidence, steps)
 
 
 def input_distribution_shift(ctx: Context) -> Hypothesis | None:

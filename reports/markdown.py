@@ -50,6 +50,21 @@ def render(report: dict) -> str:
     for key, reason in sorted(att.get("unavailable", {}).items()):
         lines.append(f"- cell {key} could not run: {reason}")
 
+    profile = report.get("profile")
+    if profile:
+        sig = profile["signals"]
+        lines += ["", "## Where the time went (profiler, same requests on both sides)", "",
+                  f"CPU op self time per step {sig['old_self_ms_per_step']:.2f} -> {sig['new_self_ms_per_step']:.2f} ms; "
+                  f"FLOPs per step {sig['old_flops_per_step']:.3g} -> {sig['new_flops_per_step']:.3g}. "
+                  f"Traces: `{profile['traces']['old']}`, `{profile['traces']['new']}` "
+                  f"(open in Perfetto, or `tensorboard --logdir {profile['logdir']}` in the run folder).", ""]
+        lines += [f"- {finding}" for finding in profile["findings"]]
+        modules = profile["tables"].get("modules") or []
+        if modules:
+            lines += ["", "| module | old ms/step | new ms/step | delta | share |", "|---|---:|---:|---:|---:|"]
+            lines += [f"| {r['key']} | {r['old_self_us'] / 1000:.2f} | {r['new_self_us'] / 1000:.2f} | "
+                      f"{r['delta_self_us'] / 1000:+.2f} | {100 * r['share']:.0f}% |" for r in modules[:8]]
+
     lines += ["", "## Likely causes", ""]
     if not report["hypotheses"]:
         lines.append("No cause is supported by the evidence collected.")

@@ -25,6 +25,10 @@ def render(report: dict, top: int = 3) -> str:
         lines.append("  attribution: " + ", ".join(parts))
     if att.get("note"):
         lines.append(f"  note: {att['note']}")
+    profile = report.get("profile")
+    if profile and profile["findings"]:
+        lines.append("  where the time went (profiler):")
+        lines += [f"    {finding}" for finding in profile["findings"][:top]]
     if report["hypotheses"]:
         lines.append("  likely causes:")
         for hyp in report["hypotheses"][:top]:
