@@ -27,6 +27,7 @@ CAUSES = (
     "gpu.contention",
 )
 NOT_SIGNIFICANT_CAP = 0.5
+PRECISION_DROP = 0.15  # a fall in the share of low-precision op time that counts as a precision change
 
 
 @dataclass
@@ -63,6 +64,14 @@ class Context:
         if not self.profile:
             return []
         return [f"profile: {line}" for line in self.profile["findings"][:limit]]
+
+    @property
+    def precision_drop(self) -> float:
+        """How much of the op time left low precision or quantized ops (old share - new share), from the profile."""
+        if not self.profile:
+            return 0.0
+        signals = self.profile["signals"]
+        return signals["old_precision"]["low_precision_share"] - signals["new_precision"]["low_precision_share"]
 
     def signal_ratio(self, name: str) -> float | None:
         """new / old of a trace-diff signal such as "flops_per_step"; None when not profiled or zero."""
@@ -161,14 +170,13 @@ def precision_change(ctx: Context) -> Hypothesis | None:
         order = {"int8": 0, "fp16": 1, "bf16": 1, "fp32": 2}
         weight = 0.9 if order[new] > order[old] else 0.5
         evidence.append(f"serving.precision: {old} -> {new}")
-    if ctx.profile:
+    if ctx.precision_drop > PRECISION_DROP:
         low_old = ctx.profile["signals"]["old_precision"]["low_precision_share"]
         low_new = ctx.profile["signals"]["new_precision"]["low_precision_share"]
-        if low_old - low_new > 0.15:
-            weight = max(weight, 0.85)
-            evidence.append(f"profile: low-precision or quantized ops took {100 * low_old:.0f}% of op time in the old "
-                            f"version, {100 * low_new:.0f}% in the new "
-                            f"(dtypes {ctx.profile['signals']['new_precision']['dtypes']})")
+        weight = max(weight, 0.85)
+        evidence.append(f"profile: low-precision or quantized ops took {100 * low_old:.0f}% of op time in the old "
+                        f"version, {100 * low_new:.0f}% in the new "
+                        f"(dtypes {ctx.profile['signals']['new_precision']['dtypes']})")
     if not evidence:
         return None
     evidence += [ctx.effect_text("model")] + ctx.findings()
@@ -185,6 +193,10 @@ def model_change(ctx: Context) -> Hypothesis | None:
     old, new = ctx.versions["old"], ctx.versions["new"]
     if old.get("artifact_sha256") == new.get("artifact_sha256"):
         return None
+    if ctx.precision_drop > PRECISION_DROP:
+        # Quantized weights are packed (not parameters) and quantized ops carry no FLOP estimate, so size and
+        # FLOP comparisons would mislead; the precision rule explains this artifact change.
+        return None
     params = _ratio(old.get("param_count"), new.get("param_count"))
     flops, calls = ctx.signal_ratio("flops_per_step"), ctx.signal_ratio("calls_per_step")
     evidence = [f"artifact changed: {old.get('artifact')} (sha256 {str(old.get('artifact_sha256'))[:12]}) -> "
@@ -197,8 +209,9 @@ def model_change(ctx: Context) -> Hypothesis | None:
     evidence.append(ctx.effect_text("model"))
     evidence += ctx.findings()
     steps = ["Profile both versions and diff the operators (diagnose diff-traces on the run folder's profile/ traces)"]
+    # call counts stand in for FLOPs only where no FLOPs were estimated: added casts are more calls, not more work
     more_work = (params is not None and params > 1.05) or (flops is not None and flops > 1.10) or \
-                (calls is not None and calls > 1.15)
+                (flops is None and calls is not None and calls > 1.15)
     if more_work:
         weight = 0.9 if (params or 1) > 1.05 and (flops or 1) > 1.10 else 0.85
         what = f"{params:.2f}x the parameters" if params and params > 1.05 else f"{flops:.2f}x the FLOPs" if flops else "more ops"

@@ -24,9 +24,8 @@ def _single_trace(path: Path) -> Path:
 
 
 def diff_command(old: Path, new: Path, top: int, as_json: bool) -> str:
-    from profilers.traces import read_trace
-
     from profilers.tracediff import diff_traces
+    from profilers.traces import read_trace
     from reports.tables import render_diff
 
     diff = diff_traces(read_trace(_single_trace(old)), read_trace(_single_trace(new)), top=top)
@@ -35,14 +34,13 @@ def diff_command(old: Path, new: Path, top: int, as_json: bool) -> str:
 
 def profile_command(version: str, model: str | None, registry: str | None, requests: Path | None, steps: int,
                     top: int, out: Path | None) -> str:
-    from profilers.traces import read_trace
-
     from diagnose.progress import status
     from diagnose.registry import resolve_registry
     from diagnose.requestlog import load_requests
     from profilers.runners import load_version
     from profilers.torchprof import profile_version
     from profilers.tracediff import profile_summary
+    from profilers.traces import read_trace
     from reports.tables import render_profile
 
     if steps < 1:

@@ -189,13 +189,14 @@ def _top_shape(frame: pd.DataFrame, name: str, module: str) -> str:
 def _dtype_mix(frame: pd.DataFrame) -> dict:
     total = frame["self_us"].sum()
     low = frame.loc[frame["low_precision"], "self_us"].sum()
-    quantized = frame.loc[frame["name"].str.startswith("quantized::"), "self_us"].sum()
+    # a quantized op's time sits partly in its children (quantize, unpack), so count it inclusively
+    quantized = frame.loc[frame["name"].str.startswith("quantized::"), "dur_us"].sum()
     types = Counter()
     for text, us in zip(frame["input_types"], frame["self_us"], strict=True):
         for t in set(_dims(text.replace("'", '"')) if text.startswith("[") else []):
             if t:
                 types[t] += us
-    return {"low_precision_share": round(float((low + quantized) / total), 4) if total else 0.0,
+    return {"low_precision_share": round(min(1.0, float((low + quantized) / total)), 4) if total else 0.0,
             "dtypes": [t for t, _ in types.most_common(6)]}
 
 

@@ -766,9 +766,9 @@ def _build(path: Path, cols: dict, info: dict, header: dict) -> Trace:
         del local, has
     del cpu_rows
     child = parent >= 0
-    self_us = np.bincount(parent[child], weights=dur[child], minlength=n)
+    # (bincount with no children at all returns int64: subtract into a fresh float array)
+    self_us = dur - np.bincount(parent[child], weights=dur[child], minlength=n)
     del child
-    np.subtract(dur, self_us, out=self_us)
     np.maximum(self_us, 0.0, out=self_us)
 
     data = {

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import SHARED, run_cli
+
 from profilers.tracediff import diff_traces, estimate_flops, torchscript_module_path
 from profilers.traces import read_trace
 
@@ -88,7 +88,8 @@ def test_cli_diff_traces_on_every_shared_trace(tmp_path):
     assert pair.returncode == 0 and json.loads(pair.stdout)["signals"]["ops_added"]
 
 
-@pytest.mark.parametrize("content, needle", [(b"", "empty"), (b"{not json", "JSON"), (b'{"traceEvents": []}', "no profiler events")])
+@pytest.mark.parametrize("content, needle",
+                         [(b"", "empty"), (b"{not json", "JSON"), (b'{"traceEvents": []}', "no profiler events")])
 def test_cli_bad_trace_is_one_line_exit_2(tmp_path, content, needle):
     bad = tmp_path / "bad.json"
     bad.write_bytes(content)
