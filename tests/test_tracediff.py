@@ -104,3 +104,16 @@ def test_cli_folder_with_several_traces_is_refused(tmp_path):
         (tmp_path / name).write_text('{"traceEvents": []}')
     result = run_cli("diff-traces", str(tmp_path), str(tmp_path))
     assert result.returncode == 2 and "holds 2 traces" in result.stderr
+
+
+def test_cli_profile_writes_a_tensorboard_logdir_and_lists_top_ops(tiny_registry, tmp_path):
+    out = tmp_path / "prof"
+    result = run_cli("profile", "v2", "--registry", str(tiny_registry), "--steps", "3", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    traces = list((out / "v2").glob("v2.*.pt.trace.json.gz"))
+    assert len(traces) == 1
+    assert "3 profiled steps" in result.stdout and "aten::addmm" in result.stdout
+    assert "tensorboard --logdir" in result.stdout
+    trace = read_trace(traces[0])
+    assert len(trace.steps) == 3 and (trace.events["cat"] == "cpu_op").any()
+    assert set(trace.events.loc[trace.events["name"] == "aten::addmm", "input_dims"].astype(str)) >= {"[[512],[1,32],[32,512],[],[]]"}

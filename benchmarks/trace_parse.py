@@ -1,0 +1,158 @@
+"""Parse speed and memory of `profilers.traces.read_trace` on real and synthetic Kineto traces.
+
+For HTA's real pair (../shared/data/traces/hta/trace_diff/{control,test}) and for a synthetic trace of
+--events events (default 2,000,000) that this script writes gzipped into a temporary folder, each parse runs
+in a fresh interpreter and reports: events read, rows kept, wall seconds of read_trace, events read per
+second, and the growth of peak RSS during the parse (ru_maxrss after the parse minus before it, the
+interpreter and its imports already loaded). With --baseline, the same files are also loaded the way HTA
+does it (json.load of the whole document, then a DataFrame of the event dicts) for comparison.
+
+Usage: python benchmarks/trace_parse.py [--events N] [--repeat R] [--baseline] [--traces DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TRACES = ROOT.parent / "shared" / "data" / "traces"
+REAL = ["hta/trace_diff/control/control.json.gz", "hta/trace_diff/test/test.json.gz"]
+
+PROBE = r"""
+import json, resource, sys, time
+sys.path.insert(0, sys.argv[3])
+scale = 1 if sys.platform == "darwin" else 1024
+mode, path = sys.argv[1], sys.argv[2]
+if mode == "ours":
+    from profilers.traces import read_trace
+    import pandas  # noqa: F401  (already imported by read_trace: loaded before the baseline)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t = time.perf_counter()
+    tr = read_trace(path)
+    wall = time.perf_counter() - t
+    out = {"read": tr.metadata["n_events_read"], "rows": len(tr.events)}
+else:  # HTA-style: the whole document, then a DataFrame of the event dicts
+    import gzip
+    import pandas as pd
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t = time.perf_counter()
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        doc = json.load(fh)
+    events = doc["traceEvents"]
+    df = pd.DataFrame(events)
+    wall = time.perf_counter() - t
+    out = {"read": len(events), "rows": len(df)}
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+out.update(wall=wall, rss_delta=(peak - base) * scale)
+print(json.dumps(out))
+"""
+
+
+def measure(mode: str, path: Path) -> dict:
+    r = subprocess.run([sys.executable, "-c", PROBE, mode, str(path), str(ROOT)], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"{mode} parse of {path} failed: {r.stderr.strip()[-2000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def write_synthetic(path: Path, n_events: int) -> int:
+    """A gzipped Kineto-like trace of about n_events: per op a cpu_op (with shapes and a call stack) enclosing a
+    cudaLaunchKernel, its kernel and a flow start event; a ProfilerStep annotation every 2,000 ops."""
+    ops = max(1, n_events // 4)
+    stack = "model.py(42): forward;torch/nn/modules/module.py(1501): _call_impl;" * 3
+    written = 0
+    with gzip.open(path, "wt", compresslevel=1) as fh:
+        fh.write('{"schemaVersion": 1, "deviceProperties": [{"id": 0, "name": "NVIDIA H100"}], '
+                 '"distributedInfo": {"backend": "nccl", "rank": 0, "world_size": 1}, "traceEvents": [\n')
+        for start in range(0, ops, 10_000):
+            parts = []
+            for i in range(start, min(start + 10_000, ops)):
+                ts = 1_700_000_000_000_000 + i * 20
+                if i % 2000 == 0:
+                    parts.append(f'{{"ph":"X","cat":"user_annotation","name":"ProfilerStep#{i // 2000}","pid":1,"tid":1,'
+                                 f'"ts":{ts},"dur":39999}}')
+                parts.append(f'{{"ph":"X","cat":"cpu_op","name":"aten::op{i % 50}","pid":1,"tid":1,"ts":{ts + 1},"dur":15,'
+                             f'"args":{{"External id":{i},"Input Dims":[[{i % 7},3]],"Input type":["float"],'
+                             f'"Trace name":"PyTorch Profiler","Call stack":"{stack}"}}}}')
+                parts.append(f'{{"ph":"X","cat":"cuda_runtime","name":"cudaLaunchKernel","pid":1,"tid":1,"ts":{ts + 5},'
+                             f'"dur":4,"args":{{"External id":{i},"cbid":211,"correlation":{i}}}}}')
+                parts.append(f'{{"ph":"X","cat":"kernel","name":"kernel_{i % 30}","pid":0,"tid":7,"ts":{ts + 12}.5,'
+                             f'"dur":6.25,"args":{{"External id":{i},"device":0,"stream":7,"correlation":{i},'
+                             f'"grid":[64,1,1],"block":[128,1,1]}}}}')
+                parts.append(f'{{"ph":"s","id":{i},"pid":1,"tid":1,"ts":{ts + 5},"cat":"ac2g","name":"ac2g"}}')
+            written += len(parts)
+            fh.write(",\n".join(parts))
+            fh.write(",\n" if start + 10_000 < ops else "\n")
+        fh.write('], "traceName": "synthetic", "displayTimeUnit": "ms"}\n')
+    return written
+
+
+def decoded_size(path: Path) -> int:
+    """Bytes of JSON in the file (decompressed on the fly, never held)."""
+    opener = gzip.open if path.read_bytes()[:2] == b"\x1f\x8b" else open
+    n = 0
+    with opener(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            n += len(chunk)
+    return n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=2_000_000, help="size of the synthetic trace (default 2,000,000)")
+    parser.add_argument("--repeat", type=int, default=1, help="parses per file; the median wall time is shown")
+    parser.add_argument("--baseline", action="store_true", help="also time json.load + DataFrame (HTA's way)")
+    parser.add_argument("--traces", type=Path, default=TRACES, help="folder of the shared traces")
+    args = parser.parse_args()
+
+    rows = []
+
+    def run(label: str, path: Path) -> None:
+        size_mb = path.stat().st_size / 2**20
+        json_mb = decoded_size(path) / 2**20
+        modes = ["ours", "json.load"] if args.baseline else ["ours"]
+        for mode in modes:
+            results = [measure(mode, path) for _ in range(max(1, args.repeat))]
+            wall = statistics.median(r["wall"] for r in results)
+            r = results[0]
+            rows.append((label, "read_trace" if mode == "ours" else "json.load+DataFrame", r["read"], r["rows"], size_mb,
+                         json_mb, wall, r["read"] / wall, max(x["rss_delta"] for x in results) / 2**20))
+            print(f"  {label} [{rows[-1][1]}]: {wall:.2f} s", file=sys.stderr)
+
+    for rel in REAL:
+        path = args.traces / rel
+        if path.is_file():
+            run(rel.split("/")[-2] + "/" + path.name, path)
+        else:
+            print(f"  {rel}: not present, skipped", file=sys.stderr)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        syn = Path(tmp) / "synthetic.pt.trace.json.gz"
+        started = time.perf_counter()
+        n = write_synthetic(syn, args.events)
+        print(f"  wrote synthetic trace: {n:,} events, {syn.stat().st_size / 2**20:.0f} MiB gzipped, "
+              f"{time.perf_counter() - started:.1f} s", file=sys.stderr)
+        run(f"synthetic {n:,} events (gz)", syn)
+
+    print()
+    print("| trace | parser | events read | rows kept | file MiB | JSON MiB | wall s | events/s | peak RSS delta MiB |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for label, parser_name, read, kept, size_mb, json_mb, wall, rate, rss in rows:
+        print(f"| {label} | {parser_name} | {read:,} | {kept:,} | {size_mb:.1f} | {json_mb:.1f} | {wall:.2f} | {rate:,.0f} "
+              f"| {rss:.0f} |")
+    print()
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; RSS delta = growth of peak RSS during the parse")
+
+
+if __name__ == "__main__":
+    main()
