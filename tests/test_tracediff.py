@@ -116,4 +116,5 @@ def test_cli_profile_writes_a_tensorboard_logdir_and_lists_top_ops(tiny_registry
     assert "tensorboard --logdir" in result.stdout
     trace = read_trace(traces[0])
     assert len(trace.steps) == 3 and (trace.events["cat"] == "cpu_op").any()
-    assert set(trace.events.loc[trace.events["name"] == "aten::addmm", "input_dims"].astype(str)) >= {"[[512],[1,32],[32,512],[],[]]"}
+    shapes = set(trace.events.loc[trace.events["name"] == "aten::addmm", "input_dims"].astype(str))
+    assert "[[512],[1,32],[32,512],[],[]]" in shapes
