@@ -80,6 +80,7 @@ def _version_evidence(manifest: Manifest, loaded, requests_path: Path) -> dict:
         "artifact": manifest.artifact,
         "artifact_sha256": manifest.artifact_sha256(),
         "param_count": loaded.param_count,
+        "weight_bytes": loaded.weight_bytes,
         "preprocess": manifest.preprocess,
         "preprocess_sha256": _sha256(pre_file) if pre_file else None,
         "requests": str(requests_path),

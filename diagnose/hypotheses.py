@@ -202,7 +202,8 @@ def model_change(ctx: Context) -> Hypothesis | None:
     evidence = [f"artifact changed: {old.get('artifact')} (sha256 {str(old.get('artifact_sha256'))[:12]}) -> "
                 f"{new.get('artifact')} (sha256 {str(new.get('artifact_sha256'))[:12]})"]
     if params is not None:
-        evidence.append(f"parameters: {old['param_count']:,} -> {new['param_count']:,} ({params:.2f}x)")
+        evidence.append(f"parameters: {old['param_count']:,} -> {new['param_count']:,} ({params:.2f}x); weights "
+                        f"{(old.get('weight_bytes') or 0) / 2**20:.1f} -> {(new.get('weight_bytes') or 0) / 2**20:.1f} MiB")
     if flops is not None:
         evidence.append(f"profile: FLOPs per step {flops:.2f}x, operator calls per step {calls:.2f}x" if calls else
                         f"profile: FLOPs per step {flops:.2f}x")

@@ -100,6 +100,7 @@ class LoadedVersion:
     model: Callable
     preprocess: Callable | None
     param_count: int | None
+    weight_bytes: int | None
     sync: Callable[[], None]
 
     def prepare(self, frame: pd.DataFrame) -> tuple:
@@ -179,7 +180,7 @@ def load_version(manifest: Manifest) -> LoadedVersion:
     preprocess = import_from_version(manifest, manifest.preprocess, "inputs.preprocess") if manifest.preprocess else None
     if manifest.format == "onnx":
         model = _load_onnx(manifest)
-        return LoadedVersion(manifest, model, preprocess, None, lambda: None)
+        return LoadedVersion(manifest, model, preprocess, None, manifest.artifact_path.stat().st_size, lambda: None)
     try:
         model = _load_torch(manifest)
     except UserError:
@@ -188,11 +189,12 @@ def load_version(manifest: Manifest) -> LoadedVersion:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"cannot load {manifest.format} artifact {manifest.artifact_path.name}: {first}",
                         manifest.path, "artifact") from None
-    params = None
+    params = weight_bytes = None
     if isinstance(model, torch.nn.Module):
         if manifest.format != "exported":  # an exported program is traced in eval mode and refuses .eval()
             model.eval()
         params = sum(p.numel() for p in model.parameters())
+        weight_bytes = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
         dtype = _DTYPES.get(manifest.serving.precision)
         try:
             if dtype:
@@ -203,4 +205,4 @@ def load_version(manifest: Manifest) -> LoadedVersion:
             raise UserError(f"cannot serve this {manifest.format} artifact as {manifest.serving.precision} on "
                             f"{manifest.serving.device}: {exc}", manifest.path, "serving") from None
     sync = torch.cuda.synchronize if manifest.serving.device == "cuda" else (lambda: None)
-    return LoadedVersion(manifest, model, preprocess, params, sync)
+    return LoadedVersion(manifest, model, preprocess, params, weight_bytes, sync)

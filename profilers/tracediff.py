@@ -55,7 +55,12 @@ def _dims(text: str) -> list:
 
 
 def _prod(shape) -> int:
-    return int(np.prod(shape)) if shape else 1
+    """Elements of a shape; a list of shapes (a tensor-list argument) counts each tensor."""
+    if not shape:
+        return 1
+    if all(isinstance(d, int) for d in shape):
+        return math.prod(shape)
+    return sum(_prod(s) for s in shape if isinstance(s, list))
 
 
 def estimate_flops(name: str, input_dims: str) -> float:
@@ -85,59 +90,118 @@ def _elements(input_dims: str) -> int:
     return sum(_prod(d) for d in _dims(input_dims) if isinstance(d, list) and d)
 
 
-def _module_paths(events: pd.DataFrame) -> list[str]:
+def _categories(column: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Integer codes and their strings: per-row work becomes per-distinct-value work."""
+    column = column.astype("category")
+    return column.cat.codes.to_numpy(), [str(c) for c in column.cat.categories]
+
+
+def _inherit(own: np.ndarray, parents: np.ndarray) -> np.ndarray:
+    """value[i] = own[i] if own[i] >= 0 else value[parent[i]] (-1 at roots): one vectorized pass per tree level."""
+    value = own.copy()
+    has_parent = parents >= 0
+    while True:
+        inherited = np.where(has_parent, value[np.where(has_parent, parents, 0)], -1)
+        updated = np.where(own >= 0, own, inherited)
+        if np.array_equal(updated, value):
+            return value
+        value = updated
+
+
+def _depths(parents: np.ndarray) -> np.ndarray:
+    depth = np.zeros(len(parents), dtype=np.int64)
+    has_parent = parents >= 0
+    while True:
+        updated = np.where(has_parent, depth[np.where(has_parent, parents, 0)] + 1, 0)
+        if np.array_equal(updated, depth):
+            return depth
+        depth = updated
+
+
+def _module_paths(events: pd.DataFrame) -> pd.Categorical:
     """Each event's module: its own TorchScript hierarchy or module annotation, else its parent's module."""
-    own = [torchscript_module_path(m) or (n[len(MODULE_PREFIX):] if n.startswith(MODULE_PREFIX) else "")
-           for m, n in zip(events["module"].astype(str), events["name"].astype(str), strict=True)]
-    return _inherit(own, events["parent"].to_numpy(), lambda parent, mine: mine or parent)
+    module_codes, modules = _categories(events["module"])
+    name_codes, names = _categories(events["name"])
+    paths: dict[str, int] = {}
+    from_module = np.array([paths.setdefault(torchscript_module_path(m), len(paths)) for m in modules] or [0])
+    from_name = np.array([paths.setdefault(n[len(MODULE_PREFIX):], len(paths)) if n.startswith(MODULE_PREFIX) else -1
+                          for n in names] or [-1])
+    empty = paths.setdefault("", len(paths))
+    own = np.where(module_codes >= 0, from_module[module_codes], -1)
+    own = np.where(own == empty, -1, own)
+    own = np.where(own < 0, from_name[name_codes], own)
+    resolved = _inherit(own, events["parent"].to_numpy())
+    labels = list(paths)
+    return pd.Categorical.from_codes(np.where(resolved < 0, empty, resolved), categories=labels)
 
 
-def _inherit(own: list[str], parents: np.ndarray, combine) -> list[str]:
-    """Resolve a value down the call tree: value[i] = combine(value[parent[i]], own[i]); roots combine with ""."""
-    values: list[str | None] = [None] * len(own)
-    for i in range(len(own)):
-        chain = []
-        j = i
-        while j >= 0 and values[j] is None:
-            chain.append(j)
-            j = parents[j]
-        value = values[j] if j >= 0 else ""
-        for k in reversed(chain):
-            value = combine(value, own[k])
-            values[k] = value
-    return values
+def _call_paths(events: pd.DataFrame) -> pd.Categorical:
+    """"forward > aten::linear > aten::addmm": the names from the step down to each event, as ids per level."""
+    name_codes, names = _categories(events["name"])
+    transparent = np.array([n.startswith("ProfilerStep#") for n in names] or [False])
+    parents = events["parent"].to_numpy()
+    depth = _depths(parents)
+    path_id = np.full(len(events), -1, dtype=np.int64)
+    known: dict[tuple[int, int], int] = {}  # (parent path id, name code) -> path id
+    for level in range(int(depth.max()) + 1 if len(depth) else 0):
+        rows = np.flatnonzero(depth == level)
+        parent_ids = np.where(parents[rows] >= 0, path_id[np.maximum(parents[rows], 0)], -1)
+        step_rows = transparent[name_codes[rows]]
+        path_id[rows[step_rows]] = parent_ids[step_rows]
+        rows, parent_ids = rows[~step_rows], parent_ids[~step_rows]
+        if not len(rows):
+            continue
+        pairs = np.stack([parent_ids, name_codes[rows]], axis=1)
+        unique, inverse = np.unique(pairs, axis=0, return_inverse=True)
+        # one id per (parent path, name) over all levels: children of a transparent step meet root ops here
+        ids = np.array([known.setdefault((int(p), int(n)), len(known)) for p, n in unique])
+        path_id[rows] = ids[inverse.ravel()]
+    labels: list[str] = []
+    for parent, name in known:  # insertion order: parents always come first
+        labels.append(f"{labels[parent]} > {names[name]}" if parent >= 0 else names[name])
+    labels.append("ProfilerStep")
+    return pd.Categorical.from_codes(np.where(path_id < 0, len(labels) - 1, path_id), categories=labels)
 
 
-def _call_paths(events: pd.DataFrame) -> list[str]:
-    """"module::encoder > aten::linear > aten::addmm": the names from the step down to each event."""
-    names = ["" if n.startswith("ProfilerStep#") else n for n in events["name"].astype(str)]
-    return _inherit(names, events["parent"].to_numpy(),
-                    lambda parent, mine: f"{parent} > {mine}" if parent and mine else parent or mine)
+def _per_category(codes: np.ndarray, categories: list[str], fn, fill) -> np.ndarray:
+    values = np.array([fn(c) for c in categories] + [fill])
+    return values[np.where(codes >= 0, codes, len(categories))]
 
 
 def side_table(trace: Trace) -> tuple[pd.DataFrame, int]:
     """The CPU ops of one trace with module, call path, FLOPs and size columns; and its number of steps."""
     events = trace.events.reset_index(drop=True)
-    table = events.assign(
-        module_path=_module_paths(events),
-        call_path=_call_paths(events),
-        name=events["name"].astype(str),
-        input_dims=events["input_dims"].astype(str),
-        input_types=events["input_types"].astype(str),
-    )
-    cpu = table[table["cat"] == "cpu_op"].copy()
+    cpu_rows = (events["cat"] == "cpu_op").to_numpy()
+    module_path = _module_paths(events)[cpu_rows]
+    call_path = _call_paths(events)[cpu_rows]
+    cpu = events.loc[cpu_rows, ["name", "input_dims", "input_types", "dur_us", "self_us", "flops", "step"]].copy()
+    cpu["name"] = cpu["name"].astype("category").cat.remove_unused_categories()
+    cpu["module_path"], cpu["call_path"] = module_path, call_path
+    cpu["module_path"] = cpu["module_path"].cat.remove_unused_categories()
+    cpu["call_path"] = cpu["call_path"].cat.remove_unused_categories()
+    # FLOPs and precision per distinct (op, shapes) and per distinct type list, not per row
+    name_codes, names = _categories(cpu["name"])
+    dims_codes, dims = _categories(cpu["input_dims"])
+    unique, inverse = np.unique(np.stack([name_codes, dims_codes], axis=1), axis=0, return_inverse=True)
+    flops = np.array([estimate_flops(names[n], dims[d] if d >= 0 else "") for n, d in unique] or [0.0])
+    estimated = flops[inverse.ravel()] if len(cpu) else np.zeros(0)
     given = cpu["flops"].to_numpy(dtype=float)
-    estimated = np.array([estimate_flops(n, d) for n, d in zip(cpu["name"], cpu["input_dims"], strict=True)])
     cpu["flops_est"] = np.where(np.isnan(given), estimated, given)
-    cpu["low_precision"] = cpu["input_types"].map(lambda t: any(p in t for p in LOW_PRECISION))
+    type_codes, types = _categories(cpu["input_types"])
+    cpu["low_precision"] = _per_category(type_codes, types, lambda t: any(p in t for p in LOW_PRECISION), False)
     steps = max(1, int((trace.steps["name"] != "whole trace").sum()) or 1)
     cpu = cpu[cpu["step"] >= 0] if (cpu["step"] >= 0).any() else cpu
-    return cpu, steps
+    return cpu.reset_index(drop=True), steps
 
 
 def _aggregate(frame: pd.DataFrame, keys: list[str], steps: int) -> pd.DataFrame:
     grouped = frame.groupby(keys, observed=True, sort=False).agg(
         calls=("dur_us", "size"), self_us=("self_us", "sum"), total_us=("dur_us", "sum"), flops=("flops_est", "sum"))
+    # plain string keys, so the two sides' categorical indexes join on values
+    if len(keys) == 1:
+        grouped.index = pd.Index([str(k) for k in grouped.index], name=keys[0])
+    else:
+        grouped.index = pd.MultiIndex.from_tuples([tuple(map(str, k)) for k in grouped.index], names=keys)
     return grouped / steps
 
 
@@ -162,42 +226,39 @@ def _diff_table(old: pd.DataFrame, new: pd.DataFrame, total_delta_us: float, top
     return rows
 
 
-def _module_rollup(frame: pd.DataFrame, steps: int, depth: int = 8) -> pd.DataFrame:
+def _module_rollup(frame: pd.DataFrame, steps: int) -> pd.DataFrame:
     """Self time of each op charged to its module and every ancestor module (inclusive module time)."""
-    parts = []
-    for level in range(1, depth + 1):
-        prefix = frame["module_path"].map(lambda p, n=level: ".".join(p.split(".")[:n]) if p and p.count(".") + 1 >= n else None)
-        sub = frame.assign(module=prefix).dropna(subset=["module"])
-        if sub.empty:
-            break
-        parts.append(sub)
-    if not parts:
-        return pd.DataFrame(columns=["calls", "self_us", "total_us", "flops"])
-    rolled = pd.concat(parts)
-    grouped = rolled.groupby("module", sort=False).agg(
-        calls=("dur_us", "size"), self_us=("self_us", "sum"), total_us=("self_us", "sum"), flops=("flops_est", "sum"))
-    return grouped / steps
+    per_module = frame.groupby("module_path", observed=True, sort=False).agg(
+        calls=("dur_us", "size"), self_us=("self_us", "sum"), flops=("flops_est", "sum"))
+    rolled: dict[str, np.ndarray] = {}
+    for module, row in zip(per_module.index, per_module.to_numpy(), strict=True):
+        parts = str(module).split(".") if module else []
+        for level in range(1, len(parts) + 1):
+            key = ".".join(parts[:level])
+            rolled[key] = rolled[key] + row if key in rolled else row.copy()
+    table = pd.DataFrame.from_dict(rolled, orient="index", columns=["calls", "self_us", "flops"])
+    table["total_us"] = table["self_us"]
+    return table[["calls", "self_us", "total_us", "flops"]] / steps
 
 
 def _top_shape(frame: pd.DataFrame, name: str, module: str) -> str:
-    sub = frame[(frame["name"] == name) & (frame["module_path"] == module)]
-    if sub.empty:
-        return ""
-    return Counter(sub["input_dims"]).most_common(1)[0][0]
+    sub = frame.loc[(frame["name"] == name) & (frame["module_path"] == module), "input_dims"]
+    return str(sub.value_counts().index[0]) if len(sub) else ""
 
 
 def _dtype_mix(frame: pd.DataFrame) -> dict:
     total = frame["self_us"].sum()
     low = frame.loc[frame["low_precision"], "self_us"].sum()
     # a quantized op's time sits partly in its children (quantize, unpack), so count it inclusively
-    quantized = frame.loc[frame["name"].str.startswith("quantized::"), "dur_us"].sum()
-    types = Counter()
-    for text, us in zip(frame["input_types"], frame["self_us"], strict=True):
-        for t in set(_dims(text.replace("'", '"')) if text.startswith("[") else []):
-            if t:
-                types[t] += us
+    quantized = frame.loc[frame["name"].astype(str).str.startswith("quantized::"), "dur_us"].sum()
+    by_types = frame.groupby("input_types", observed=True)["self_us"].sum()
+    weights = Counter()
+    for text, us in by_types.items():
+        for dtype in set(_dims(str(text))):
+            if isinstance(dtype, str) and dtype:
+                weights[dtype] += us
     return {"low_precision_share": round(min(1.0, float((low + quantized) / total)), 4) if total else 0.0,
-            "dtypes": [t for t, _ in types.most_common(6)]}
+            "dtypes": [t for t, _ in weights.most_common(6)]}
 
 
 def describe_row(op: str, module: str, delta_us: float, share: float, old_shape: str, new_shape: str) -> str:
@@ -303,18 +364,14 @@ def diff_traces(old: Trace, new: Trace, top: int = 25) -> dict:
 
 def _first_op_elements(frame: pd.DataFrame) -> float:
     """Input elements of the root ops of each step: how large the tensors are that enter the model."""
-    roots = frame[frame["call_path"].str.count(" > ") == 0]
-    return float(sum(_elements(d) for d in roots["input_dims"])) if len(roots) else 0.0
+    roots = frame[~frame["call_path"].astype(str).str.contains(" > ", regex=False)]
+    counts = roots["input_dims"].value_counts()
+    return float(sum(_elements(str(dims)) * n for dims, n in counts.items()))
 
 
 def _meta(trace: Trace) -> dict:
     keep = ("rank", "devices", "device_vendor", "time_unit_detected", "n_events_kept")
     return {k: trace.metadata.get(k) for k in keep}
-
-
-def flops_ratio(signals: dict) -> float | None:
-    old, new = signals["old_flops_per_step"], signals["new_flops_per_step"]
-    return new / old if old > 0 and not math.isnan(old) else None
 
 
 def profile_summary(trace: Trace, top: int = 15) -> dict:
