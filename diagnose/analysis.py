@@ -18,6 +18,7 @@ from diagnose.hypotheses import Context, rank
 from diagnose.runfolder import SAMPLES, check_complete, read_json
 
 SCHEMA_VERSION = "1.0"
+THROTTLED_BENCHMARK = 0.05  # share of CFS periods throttled during the benchmark that earns a warning
 EVIDENCE_SOURCES = ("versions", "requests", "environment", "benchmark")
 
 
@@ -47,7 +48,7 @@ def _summary_line(model: str, old: str, new: str, verdict: str, delta: stats.Del
     return f"{words[verdict]}: {change}"
 
 
-OPTIONAL_SOURCES = ("profile",)  # absent when the stage was skipped (--no-profile)
+OPTIONAL_SOURCES = ("cgroup", "profile")  # absent when a stage was skipped (--no-profile) or predates the source
 
 
 def load_evidence(run_dir: Path) -> dict:
@@ -103,6 +104,10 @@ def analyze(run_dir: Path, allow_env_mismatch: bool = False) -> dict:
     old_stats, new_stats = stats.summarize(old), stats.summarize(new)
     delta = stats.relative_change(old, new, seed=seed)
     verdict = stats.verdict(delta)
+    cgroup = evidence["cgroup"]
+    if cgroup.get("status") == "ok" and (cgroup["data"].get("throttled_ratio") or 0) > THROTTLED_BENCHMARK:
+        warnings.append(f"the benchmark itself ran CPU-throttled ({cgroup['summary'][0]}): latencies are inflated on both "
+                        "sides alike (cells interleave), so the comparison holds but absolute figures do not")
     sizes = {key: group["input_elements"].to_numpy() for key, group in samples.groupby("cell")}
     warnings += stats.noise_warnings(old, new, old_sizes=sizes[OO], new_sizes=sizes[NN])
 

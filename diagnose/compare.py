@@ -139,6 +139,8 @@ def run_compare(opts: CompareOptions) -> tuple[Path, dict]:
 
 def _measure_and_report(opts, run_dir, manifests, paths, requests) -> tuple[Path, dict]:
     from collectors import environment
+    from collectors.base import collect_safely
+    from collectors.cgroup import CgroupReader, CgroupSampler
     from diagnose.analysis import analyze
     from profilers.harness import BenchmarkPlan, Cell, run_benchmark
     from profilers.runners import load_version
@@ -166,8 +168,11 @@ def _measure_and_report(opts, run_dir, manifests, paths, requests) -> tuple[Path
     if opts.factorial and not identical:
         cells += [Cell("new", "old"), Cell("old", "new")]
     plan = BenchmarkPlan(cells=tuple(cells), budget_s=opts.budget_s, seed=opts.seed)
+    sampler = CgroupSampler(CgroupReader())
+    sampler.start()  # the cgroup this process runs in: was the benchmark itself CPU-throttled?
     with Bar(opts.budget_s, f"Benchmarking {len(cells)} cells") as bar:
         result = run_benchmark(plan, loaded, requests, settled=verdict_settled, on_progress=bar.update_to)
+    runfolder.write_json(evidence / "cgroup.json", collect_safely(sampler).to_dict())
     for key in (OO, NN):
         if key in result.unavailable:
             side = "old" if key == OO else "new"

@@ -50,7 +50,8 @@ def test_regression_is_found_and_attributed_to_the_model(regression_run):
 def test_run_folder_holds_everything(regression_run):
     out, report = regression_run
     for name in ("run.json", "report.json", "report.md", "samples.parquet", "manifests/old.yaml", "manifests/new.yaml",
-                 "evidence/versions.json", "evidence/requests.json", "evidence/environment.json", "evidence/benchmark.json"):
+                 "evidence/versions.json", "evidence/requests.json", "evidence/environment.json", "evidence/benchmark.json",
+                 "evidence/cgroup.json", "evidence/profile.json"):
         assert (out / name).is_file(), name
     assert not (out / "INCOMPLETE").exists()
     samples = pd.read_parquet(out / "samples.parquet")
@@ -62,6 +63,10 @@ def test_run_folder_holds_everything(regression_run):
     assert env["old"]["cpu_model"] and env["old"]["libraries"]["torch"] and env["old"]["threads"] == 1
     assert json.loads((out / "report.json").read_text()) == report
     assert "## Likely causes" in (out / "report.md").read_text()
+    cgroup = json.loads((out / "evidence" / "cgroup.json").read_text())
+    assert cgroup["source"] == "cgroup" and cgroup["status"] in ("ok", "unavailable")
+    assert report["collectors"]["cgroup"]["status"] == cgroup["status"]
+    assert not any("CPU-throttled" in w for w in report["warnings"])  # this machine's own cgroup has no quota
 
 
 def test_analyze_rebuilds_the_same_report_without_running_models(regression_run):
