@@ -48,7 +48,8 @@ def _summary_line(model: str, old: str, new: str, verdict: str, delta: stats.Del
     return f"{words[verdict]}: {change}"
 
 
-OPTIONAL_SOURCES = ("cgroup", "profile")  # absent when a stage was skipped (--no-profile) or predates the source
+# absent when a stage was skipped (--no-profile) or the run folder predates the source
+OPTIONAL_SOURCES = ("cgroup", "gpu", "kubernetes", "profile")
 
 
 def load_evidence(run_dir: Path) -> dict:
@@ -125,6 +126,7 @@ def analyze(run_dir: Path, allow_env_mismatch: bool = False) -> dict:
         verdict=verdict, delta=delta.to_dict(), attribution=attribution,
         versions=evidence["versions"], requests=evidence["requests"], cells=cell_summaries,
         environment_diff=env_diff, profile=_profile_section(evidence["profile"]),
+        signals={name: evidence[name] for name in ("cgroup", "gpu", "kubernetes")},
     )
     hypotheses = [h.to_dict() for h in rank(ctx)]
 

@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--no-profile", action="store_true", help="skip the profiler stage (no op-level diff)")
     compare.add_argument("--out", type=Path, help="run folder to write (default runs/<timestamp>-<model>-<old>-vs-<new>)")
     compare.add_argument("--allow-env-mismatch", action="store_true", help="compare sample sets from different environments")
+    compare.add_argument("--signals", type=Path, metavar="DIR",
+                         help="recorded signals: nvidia-smi.csv, kubernetes/{pods,events,replicasets}.json (docs/signals.md)")
     compare.add_argument("--json", action="store_true", help="print report.json to stdout instead of the summary")
     compare.set_defaults(handler=_compare)
 
@@ -135,7 +137,8 @@ def _compare(args: argparse.Namespace) -> int:
     options = CompareOptions(
         old=args.old, new=args.new, model=args.model, registry=args.registry,
         old_requests=args.old_requests, new_requests=args.new_requests, budget_s=args.budget, seed=args.seed,
-        factorial=not args.no_factorial, profile=not args.no_profile, out=args.out, allow_env_mismatch=args.allow_env_mismatch,
+        factorial=not args.no_factorial, profile=not args.no_profile, out=args.out, signals=args.signals,
+        allow_env_mismatch=args.allow_env_mismatch,
         argv=tuple(sys.argv),
     )
     _, report = run_compare(options)

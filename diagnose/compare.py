@@ -37,6 +37,7 @@ class CompareOptions:
     out: Path | None = None
     runs_dir: Path = Path("runs")
     allow_env_mismatch: bool = False
+    signals: Path | None = None
     argv: tuple[str, ...] = ()
 
 
@@ -110,6 +111,8 @@ def run_compare(opts: CompareOptions) -> tuple[Path, dict]:
         "new": _requests_path(manifests["new"], opts.new_requests, "--new-requests"),
     }
     requests = {side: load_requests(path) for side, path in paths.items()}
+    if opts.signals is not None and not Path(opts.signals).is_dir():
+        raise UserError("--signals: folder not found", opts.signals)
 
     run_dir = opts.out or runfolder.new_run_dir(opts.runs_dir, model, opts.old, opts.new)
     runfolder.start(run_dir)
@@ -184,6 +187,7 @@ def _measure_and_report(opts, run_dir, manifests, paths, requests) -> tuple[Path
         "rounds": result.rounds, "elapsed_s": round(result.elapsed_s, 3), "stopped": result.stopped,
         "budget_s": opts.budget_s, "warmup_batches": plan.warmup_batches, "timer": "time.perf_counter_ns",
     })
+    _record_signals(opts, run_dir, manifests["new"])
     if opts.profile:
         from profilers.profiling import profile_pair
 
@@ -193,6 +197,20 @@ def _measure_and_report(opts, run_dir, manifests, paths, requests) -> tuple[Path
     write_reports(run_dir, report)
     runfolder.finish(run_dir)
     return run_dir, report
+
+
+def _record_signals(opts: CompareOptions, run_dir: Path, manifest: Manifest) -> None:
+    """Recorded GPU and Kubernetes signals (--signals DIR) become evidence files; absent ones say so."""
+    from diagnose.signals import SOURCES, collect_offline, copy_into, parse_time
+
+    if opts.signals is None:
+        for source in SOURCES:
+            runfolder.write_json(run_dir / "evidence" / f"{source}.json",
+                                 {"status": "unavailable", "source": source, "reason": "no --signals given"})
+        return
+    deployed_at = parse_time((manifest.deployment or {}).get("deployed_at"))
+    for source, evidence in collect_offline(copy_into(run_dir, opts.signals), deployed_at).items():
+        runfolder.write_json(run_dir / "evidence" / f"{source}.json", evidence.to_dict())
 
 
 def write_reports(run_dir: Path, report: dict) -> None:

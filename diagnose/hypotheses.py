@@ -58,6 +58,16 @@ class Context:
     cells: dict  # cell key -> {"p50_ms", "preprocess_p50_ms", "infer_p50_ms", "input_elements_mean", "input_signature"}
     environment_diff: list[str] = field(default_factory=list)
     profile: dict | None = None  # report["profile"]: trace-diff findings and signals, None when not profiled
+    signals: dict = field(default_factory=dict)  # source -> evidence dict (cgroup, gpu, kubernetes) with status "ok"
+
+    def signal(self, source: str) -> dict:
+        """The `data` of an evidence source that is ok, else {}."""
+        entry = self.signals.get(source) or {}
+        return entry.get("data", {}) if entry.get("status") == "ok" else {}
+
+    def signal_summary(self, source: str) -> list[str]:
+        entry = self.signals.get(source) or {}
+        return [f"{source}: {line}" for line in entry.get("summary", [])] if entry.get("status") == "ok" else []
 
     def findings(self, limit: int = 3) -> list[str]:
         """The trace diff's plain-words top rows, as evidence lines."""
@@ -287,9 +297,55 @@ def library_change(ctx: Context) -> Hypothesis | None:
                       libs, ["Re-measure both versions in one environment"])
 
 
+def memory_pressure(ctx: Context) -> Hypothesis | None:
+    """OOM kills and restarts of the serving pods, or OOM kills and low headroom in the benchmark's cgroup."""
+    k8s, cgroup = ctx.signal("kubernetes"), ctx.signal("cgroup")
+    oom = (k8s.get("oom_kills") or 0) + (cgroup.get("oom_kills") or 0)
+    restarts = k8s.get("restarts") or 0
+    headroom = cgroup.get("memory_headroom")
+    if oom:
+        weight = 0.85
+    elif restarts:
+        weight = 0.5
+    elif headroom is not None and headroom < 0.1:
+        weight = 0.4
+    else:
+        return None
+    return Hypothesis(
+        "runtime.memory_pressure", ctx.base * weight,
+        f"{oom} OOM kill(s)" + (f" and {restarts} restart(s)" if restarts else "") + " around the new version"
+        if oom else f"{restarts} restart(s) of the serving pods" if restarts else "Memory is close to its limit",
+        ctx.signal_summary("kubernetes") + ctx.signal_summary("cgroup"),
+        ["Compare the new version's peak memory with the pod's memory limit", "Raise the limit or lower the batch size"],
+    )
+
+
+def gpu_clock_throttling(ctx: Context) -> Hypothesis | None:
+    gpu = ctx.signal("gpu")
+    drop = gpu.get("clock_drop_pct") or 0.0
+    reasons = gpu.get("throttle_reasons") or []
+    if drop < 10 and not reasons:
+        return None
+    weight = min(0.9, max(drop, 0) / 25) if drop >= 10 else 0.3
+    return Hypothesis(
+        "gpu.clock_throttling", ctx.base * weight,
+        f"The GPU clocked down {drop:.0f}%" + (f" ({', '.join(reasons)})" if reasons else ""),
+        ctx.signal_summary("gpu"),
+        ["Check GPU temperature, power cap and cooling on the node", "Compare SM clocks before and after the deploy"],
+    )
+
+
+def gpu_contention(ctx: Context) -> Hypothesis | None:
+    foreign = ctx.signal("gpu").get("foreign_processes") or 0
+    if not foreign:
+        return None
+    return Hypothesis("gpu.contention", ctx.base * 0.6, f"{foreign} other process(es) share the GPU",
+                      ctx.signal_summary("gpu"), ["Find what else runs on the node's GPU (nvidia-smi, the pod list)"])
+
+
 RULES: tuple[Callable[[Context], Hypothesis | None], ...] = (
     preprocessing_change, serving_config_change, precision_change, model_change,
-    input_distribution_shift, input_schema_change, library_change,
+    input_distribution_shift, input_schema_change, library_change, memory_pressure, gpu_clock_throttling, gpu_contention,
 )
 
 

@@ -1,0 +1,60 @@
+"""Offline signals (`--signals DIR`): recorded GPU and Kubernetes evidence brought into a run folder.
+
+DIR may hold (docs/signals.md):
+    nvidia-smi.csv                 what `nvidia-smi --query-gpu=... --format=csv -l 1` prints
+    kubernetes/pods.json           what `kubectl get pods -o json` prints
+    kubernetes/events.json         what `kubectl get events -o json` prints
+    kubernetes/replicasets.json    optional: `kubectl get rs -o json`
+The files are copied into the run folder's `signals/` and their evidence into `evidence/<source>.json`, so
+`diagnose analyze` sees the same evidence later. A source whose files are absent is recorded as
+unavailable with that reason; a file that does not parse ends the command with one line (exit 2).
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+from collectors.base import Evidence
+
+GPU_FILE = "nvidia-smi.csv"
+K8S_DIR = "kubernetes"
+SOURCES = ("gpu", "kubernetes")
+
+
+def parse_time(value) -> datetime | None:
+    """deployment.deployed_at as YAML gives it (a datetime or an ISO string) -> aware UTC datetime."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def collect_offline(folder: Path, deployed_at: datetime | None) -> dict[str, Evidence]:
+    from collectors.gpu import gpu_evidence, parse_nvidia_smi_csv
+    from collectors.kubernetes import read_offline
+
+    evidence: dict[str, Evidence] = {}
+    csv = folder / GPU_FILE
+    if csv.is_file():
+        naive = deployed_at.replace(tzinfo=None) if deployed_at else None
+        evidence["gpu"] = gpu_evidence(parse_nvidia_smi_csv(csv), deployed_at=naive)
+    else:
+        evidence["gpu"] = Evidence.unavailable("gpu", f"no {GPU_FILE} in {folder}")
+    k8s = folder / K8S_DIR
+    if (k8s / "pods.json").is_file():
+        evidence["kubernetes"] = read_offline(k8s, deployed_at=deployed_at)
+    else:
+        evidence["kubernetes"] = Evidence.unavailable("kubernetes", f"no {K8S_DIR}/pods.json in {folder}")
+    return evidence
+
+
+def copy_into(run_dir: Path, folder: Path) -> Path:
+    """Keep the signals with the run: the folder is the single source of truth."""
+    target = run_dir / "signals"
+    shutil.copytree(folder, target, dirs_exist_ok=True)
+    return target
