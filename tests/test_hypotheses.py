@@ -92,3 +92,30 @@ def test_unknown_cause_id_is_refused():
     with pytest.raises(ValueError):
         Hypothesis("model.magic", 0.5, "x")
     assert len(CAUSES) == 12
+
+
+def with_signals(ctx: Context, **signals) -> Context:
+    ctx.signals = {name: {"status": "ok", "data": data, "summary": [f"{name} line"]} for name, data in signals.items()}
+    return ctx
+
+
+def test_oom_kills_rank_memory_pressure():
+    ranked = rank(with_signals(context(), kubernetes={"oom_kills": 2, "restarts": 4}))
+    hyp = next(h for h in ranked if h.cause == "runtime.memory_pressure")
+    assert hyp.score == pytest.approx(0.85) and "2 OOM kill(s) and 4 restart(s)" in hyp.summary
+    assert "kubernetes: kubernetes line" in hyp.evidence
+
+
+def test_gpu_clock_drop_and_foreign_processes():
+    ranked = rank(with_signals(context(), gpu={"clock_drop_pct": 22.0, "throttle_reasons": ["HwThermalSlowdown"],
+                                               "foreign_processes": 1}))
+    causes = {h.cause: h for h in ranked}
+    assert causes["gpu.clock_throttling"].score == pytest.approx(0.88) and "HwThermalSlowdown" in causes[
+        "gpu.clock_throttling"].summary
+    assert causes["gpu.contention"].score == pytest.approx(0.6)
+
+
+def test_unavailable_signals_rank_nothing():
+    ctx = context()
+    ctx.signals = {"gpu": {"status": "unavailable", "reason": "no GPU"}, "kubernetes": {"status": "error", "reason": "403"}}
+    assert not {h.cause for h in rank(ctx)} & {"gpu.clock_throttling", "gpu.contention", "runtime.memory_pressure"}
