@@ -336,11 +336,16 @@ def gpu_clock_throttling(ctx: Context) -> Hypothesis | None:
 
 
 def gpu_contention(ctx: Context) -> Hypothesis | None:
-    foreign = ctx.signal("gpu").get("foreign_processes") or 0
-    if not foreign:
+    """Other processes on the GPU (live NVML names them), or a GPU already saturated before the deploy."""
+    gpu = ctx.signal("gpu")
+    foreign = gpu.get("foreign_processes") or 0
+    busy_before = [g for g in gpu.get("gpus", []) if g.get("saturated") and (g.get("util_pct_before") or 0) >= 90]
+    if not foreign and not busy_before:
         return None
-    return Hypothesis("gpu.contention", ctx.base * 0.6, f"{foreign} other process(es) share the GPU",
-                      ctx.signal_summary("gpu"), ["Find what else runs on the node's GPU (nvidia-smi, the pod list)"])
+    summary = f"{foreign} other process(es) share the GPU" if foreign else \
+        "The GPU was already saturated before the deploy: another workload may share it"
+    return Hypothesis("gpu.contention", ctx.base * (0.6 if foreign else 0.4), summary, ctx.signal_summary("gpu"),
+                      ["Find what else runs on the node's GPU (nvidia-smi, the pod list)"])
 
 
 RULES: tuple[Callable[[Context], Hypothesis | None], ...] = (
