@@ -148,6 +148,7 @@ def _measure_and_report(opts, run_dir, manifests, paths, requests) -> tuple[Path
     from profilers.harness import BenchmarkPlan, Cell, run_benchmark
     from profilers.runners import load_version
 
+    _record_signals(opts, run_dir, manifests["new"])  # first: a bad signals file fails before minutes of benchmark
     with status("Loading both versions"):
         loaded = {side: load_version(m) for side, m in manifests.items()}
     machine = environment.capture()
@@ -187,7 +188,6 @@ def _measure_and_report(opts, run_dir, manifests, paths, requests) -> tuple[Path
         "rounds": result.rounds, "elapsed_s": round(result.elapsed_s, 3), "stopped": result.stopped,
         "budget_s": opts.budget_s, "warmup_batches": plan.warmup_batches, "timer": "time.perf_counter_ns",
     })
-    _record_signals(opts, run_dir, manifests["new"])
     if opts.profile:
         from profilers.profiling import profile_pair
 

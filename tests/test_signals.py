@@ -1,0 +1,47 @@
+"""`diagnose compare --signals DIR`: recorded signals become evidence in the run folder and rank causes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from conftest import ROOT, run_cli, write_manifest
+
+GPU_FIXTURES = ROOT / "fixtures" / "signals" / "gpu"
+
+
+def test_recorded_thermal_throttling_ranks_gpu_clock_throttling(tiny_registry, tmp_path):
+    signals = tmp_path / "signals"
+    signals.mkdir()
+    shutil.copy(GPU_FIXTURES / "throttled.csv", signals / "nvidia-smi.csv")
+    write_manifest(tiny_registry / "mlp" / "v2", serving={"threads": 1},
+                   deployment={"namespace": "serving", "selector": "app=mlp", "deployed_at": "2026-11-20T10:00:00Z"})
+    out = tmp_path / "run"
+    result = run_cli("compare", "--registry", str(tiny_registry), "--old", "v1", "--new", "v2", "--budget", "2",
+                     "--no-profile", "--signals", str(signals), "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["collectors"]["gpu"]["status"] == "ok"
+    assert report["collectors"]["kubernetes"] == {"status": "unavailable", "source": "kubernetes",
+                                                  "reason": f"no kubernetes/pods.json in {out / 'signals'}"}
+    gpu = next(h for h in report["hypotheses"] if h["cause"] == "gpu.clock_throttling")
+    assert gpu["score"] > 0.5 and "22%" in gpu["summary"] and "HwThermalSlowdown" in gpu["summary"]
+    assert (out / "signals" / "nvidia-smi.csv").is_file()  # the run folder keeps what it was given
+    again = run_cli("analyze", str(out), "--format", "json")
+    assert json.loads(again.stdout)["hypotheses"] == report["hypotheses"]
+
+
+def test_signals_folder_missing_is_exit_2(tiny_registry, tmp_path):
+    result = run_cli("compare", "--registry", str(tiny_registry), "--old", "v1", "--new", "v2", "--signals",
+                     str(tmp_path / "nope"))
+    assert result.returncode == 2 and "--signals: folder not found" in result.stderr
+
+
+def test_garbage_gpu_csv_is_exit_2_naming_the_file(tiny_registry, tmp_path):
+    signals = tmp_path / "signals"
+    signals.mkdir()
+    (signals / "nvidia-smi.csv").write_text("NVIDIA-SMI has failed because it couldn't communicate with the driver\n")
+    result = run_cli("compare", "--registry", str(tiny_registry), "--old", "v1", "--new", "v2", "--budget", "1",
+                     "--no-profile", "--signals", str(signals), "--out", str(tmp_path / "run"))
+    assert result.returncode == 2, result.stderr
+    assert "nvidia-smi.csv" in result.stderr and len(result.stderr.strip().splitlines()) == 1
