@@ -345,12 +345,13 @@ def _limit_lines(pods: list[dict]) -> list[str]:
 def kubernetes_evidence(pods: list[dict], events: list[dict], replicasets: list[dict] | None = None, *,
                         container: str | None = None, deployed_at=None, selector: str | None = None,
                         namespace: str | None = None, node_events: list[dict] | None = None,
-                        unreadable: dict[str, str] | None = None) -> Evidence:
+                        unreadable: dict[str, str] | None = None, apply_selector: bool = True) -> Evidence:
     """Raw API objects (as `kubectl get -o json` prints their items) -> Evidence. See docs/signals.md.
 
+    `selector` filters pods and ReplicaSets unless `apply_selector` is False (the API server already did);
     `unreadable`: optional lists the live collector was not allowed to read ({resource: why})."""
     notes: list[str] = []
-    if selector:
+    if selector and apply_selector:
         pods = [p for p in pods if selector_matches(selector, (p.get("metadata") or {}).get("labels"))]
         replicasets = [r for r in replicasets or [] if selector_matches(selector, (r.get("metadata") or {}).get("labels"))]
     namespace = namespace or next(((o.get("metadata") or {}).get("namespace") for o in pods + (replicasets or [])
@@ -359,7 +360,7 @@ def kubernetes_evidence(pods: list[dict], events: list[dict], replicasets: list[
     deploy = parse_time(deployed_at)
     if deployed_at is not None and deploy is None:
         notes.append(f"deployed_at {deployed_at!r} is not a time; events are counted without a window")
-    data: dict = {"namespace": namespace, "selector": selector, "container": container}
+    data: dict = {"namespace": namespace, "selector": selector, "container": container, "deployed_at_from_rollout": None}
     deploy_source = "manifest" if deploy else None
     if deploy is None and rollout and parse_time(rollout["created_at"]):
         deploy = parse_time(rollout["created_at"])
@@ -445,7 +446,8 @@ def kubernetes_evidence(pods: list[dict], events: list[dict], replicasets: list[
         summary.append(f"events before that: {words(earlier)}")
     if rollout:
         newest = rollout["replicasets"][0]
-        ready = f", {newest['ready_replicas']} of {newest['desired_replicas'] if newest['desired_replicas'] is not None else newest['replicas']} replicas ready"
+        desired = newest["desired_replicas"] if newest["desired_replicas"] is not None else newest["replicas"]
+        ready = f", {newest['ready_replicas']} of {desired} replicas ready"
         line = (f"rollout: revision {rollout['revision']} (ReplicaSet {newest['name']}, created "
                 f"{_at(newest['created_at'], deploy)}{ready})")
         prev = next((r for r in rollout["replicasets"][1:] if r["revision"] == rollout["previous_revision"]), None)
@@ -578,7 +580,8 @@ class KubernetesCollector:
         paths = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
         paths = paths or [os.path.expanduser("~/.kube/config")]
         if any(os.path.isfile(p) for p in paths):
-            config.load_kube_config(context=self.context, client_configuration=cfg)
+            # the path is passed as read now: the client reads $KUBECONFIG only once, when first imported
+            config.load_kube_config(config_file=os.pathsep.join(paths), context=self.context, client_configuration=cfg)
         elif os.environ.get("KUBERNETES_SERVICE_HOST"):
             config.load_incluster_config(client_configuration=cfg)
         else:
@@ -614,7 +617,7 @@ class KubernetesCollector:
             return kubernetes_evidence(raw["pods"], raw["events"], raw["replicasets"], container=self.container,
                                        deployed_at=self.deployed_at, selector=self.selector,
                                        namespace=self.namespace, node_events=raw["node_events"],
-                                       unreadable=raw["unreadable"])
+                                       unreadable=raw["unreadable"], apply_selector=False)
         except Exception as exc:
             return Evidence.error(SOURCE, exc)
 
@@ -695,11 +698,15 @@ class KubernetesCollector:
                 reason = (str(exc.reason or "").strip().splitlines() or ["?"])[-1]
                 raise ConnectionError(f"cannot reach the API server at {host}: {reason}") from None
             if status == 410:
-                raise RuntimeError(f"410 Gone: the continue token expired while paging through {what}; run again{said}") from None
-            raise RuntimeError(f"{status} {exc.reason or ''} from the API server at {host} while listing {what}{said}".replace("  ", " ")) from None
+                raise RuntimeError(f"410 Gone: the continue token expired while paging through {what}; "
+                                   f"run again{said}") from None
+            text = f"{status} {exc.reason}" if exc.reason else str(status)
+            raise RuntimeError(f"{text} from the API server at {host} while listing {what}{said}") from None
         except (urllib3.exceptions.MaxRetryError, urllib3.exceptions.HTTPError, OSError) as exc:
             cause = getattr(exc, "reason", None) or exc
-            if isinstance(cause, (urllib3.exceptions.TimeoutError, TimeoutError)) or "timed out" in str(cause):
+            refused = isinstance(cause, urllib3.exceptions.NewConnectionError)  # a ConnectTimeoutError in urllib3 2
+            if not refused and (isinstance(cause, (urllib3.exceptions.TimeoutError, TimeoutError))
+                                or "timed out" in str(cause)):
                 raise TimeoutError(f"no answer from the API server at {host} within the {self.timeout_s:g} s timeout "
                                    f"(timeout_s) while listing {what}") from None
             detail = (str(cause).strip().splitlines() or [type(cause).__name__])[0]

@@ -201,15 +201,14 @@ def _measure_and_report(opts, run_dir, manifests, paths, requests) -> tuple[Path
 
 def _record_signals(opts: CompareOptions, run_dir: Path, manifest: Manifest) -> None:
     """Recorded GPU and Kubernetes signals (--signals DIR) become evidence files; absent ones say so."""
-    from diagnose.signals import SOURCES, collect_offline, copy_into, parse_time
+    from diagnose.signals import SOURCES, collect_offline, copy_into
 
     if opts.signals is None:
         for source in SOURCES:
             runfolder.write_json(run_dir / "evidence" / f"{source}.json",
                                  {"status": "unavailable", "source": source, "reason": "no --signals given"})
         return
-    deployed_at = parse_time((manifest.deployment or {}).get("deployed_at"))
-    for source, evidence in collect_offline(copy_into(run_dir, opts.signals), deployed_at).items():
+    for source, evidence in collect_offline(copy_into(run_dir, opts.signals), manifest.deployment).items():
         runfolder.write_json(run_dir / "evidence" / f"{source}.json", evidence.to_dict())
 
 

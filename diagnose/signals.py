@@ -34,7 +34,10 @@ def parse_time(value) -> datetime | None:
     return value.astimezone(timezone.utc)
 
 
-def collect_offline(folder: Path, deployed_at: datetime | None) -> dict[str, Evidence]:
+def collect_offline(folder: Path, deployment: dict | None) -> dict[str, Evidence]:
+    """Evidence from the recorded files in `folder`, windowed on the manifest's `deployment` section."""
+    deployment = deployment or {}
+    deployed_at = parse_time(deployment.get("deployed_at"))
     from collectors.gpu import gpu_evidence, parse_nvidia_smi_csv
     from collectors.kubernetes import read_offline
 
@@ -47,7 +50,8 @@ def collect_offline(folder: Path, deployed_at: datetime | None) -> dict[str, Evi
         evidence["gpu"] = Evidence.unavailable("gpu", f"no {GPU_FILE} in {folder}")
     k8s = folder / K8S_DIR
     if (k8s / "pods.json").is_file():
-        evidence["kubernetes"] = read_offline(k8s, deployed_at=deployed_at)
+        evidence["kubernetes"] = read_offline(k8s, deployed_at=deployed_at, selector=deployment.get("selector"),
+                                              container=deployment.get("container"))
     else:
         evidence["kubernetes"] = Evidence.unavailable("kubernetes", f"no {K8S_DIR}/pods.json in {folder}")
     return evidence

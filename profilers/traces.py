@@ -665,43 +665,53 @@ class _Columns:
             self._commit(*plan)
 
     def _plan(self, evs: list):
-        """Everything `consume_batch` needs, computed without changing any state; None: not a plain batch."""
+        """Everything `consume_batch` needs, computed without changing any state; None: not a plain batch
+        (or an exception, from a value `consume` handles one event at a time)."""
         get = dict.get
         phs = list(map(get, evs, repeat("ph")))  # TypeError if an event is not an object
         distinct = dict.fromkeys(phs)  # TypeError if a ph is unhashable
         ph_n = {ph: phs.count(ph) for ph in distinct} if len(distinct) > 1 or "X" not in distinct else {"X": len(phs)}
         n_x = ph_n.pop("X", 0)
         if not n_x:
-            return len(evs), ph_n, None
+            return len(evs), ph_n
         xs = list(compress(evs, map(eq, phs, repeat("X")))) if n_x < len(evs) else evs
-        del phs
+        del phs, distinct
+
+        # raw categories: the code each would get in `consume` (new ones numbered on, first seen first)
         cats = list(map(get, xs, repeat("cat")))
-        rawcats, rawcat_kind = self.rawcats, self.rawcat_kind
-        kind_of = {}
-        for rc in dict.fromkeys(cats):  # distinct raw categories, first seen first; TypeError if unhashable
+        rawcats = self.rawcats
+        code_of = {}
+        new_cats = []
+        for rc in dict.fromkeys(cats):  # TypeError if unhashable
             k = rawcats.get(rc)
-            kind_of[rc] = rawcat_kind[k] if k is not None else _category_of(rc)
-        n = len(xs)
-        kinds = np.fromiter(map(kind_of.__getitem__, cats), dtype=np.int8, count=n)
+            if k is None:
+                k = len(self.rawcat_kind) + len(new_cats)
+                new_cats.append(rc)
+            code_of[rc] = k
+        new_kinds = [_category_of(rc) for rc in new_cats]
+        codes = np.fromiter(map(code_of.__getitem__, cats), dtype=np.int32, count=len(cats))
+        kinds = np.array(self.rawcat_kind + new_kinds, dtype=np.int8)[codes]
         drop = kinds == _OTHER
         unknown = Counter(compress(cats, drop.tolist())) if drop.any() else None
+        del cats
         n_python = 0
         if not self.keep_python:
             py = kinds == _PYTHON
             n_python = int(np.count_nonzero(py))
             drop |= py
         if drop.any():
-            keep = (~drop).tolist()
-            xs = list(compress(xs, keep))
-            cats = list(compress(cats, keep))
+            keep = ~drop
+            xs = list(compress(xs, keep.tolist()))
+            codes = codes[keep]
         del kinds, drop
 
         tsl = list(map(get, xs, repeat("ts")))
         durl = list(map(get, xs, repeat("dur")))
-        t_types = set(map(type, tsl)) | set(map(type, durl))
+        ts_types = set(map(type, tsl))
+        t_types = ts_types | set(map(type, durl))
         if not t_types <= _NUMBER_OR_NONE:
             return None
-        if type(None) in t_types:
+        if _NONE_TYPE in t_types:
             missing = np.fromiter(map(_either_none, tsl, durl), dtype=bool, count=len(tsl))
             tsa = np.array([0 if t is None else t for t in tsl], dtype=np.float64)
             dura = np.array([0 if d is None else d for d in durl], dtype=np.float64)
@@ -709,7 +719,9 @@ class _Columns:
             missing = None
             tsa = np.array(tsl, dtype=np.float64)
             dura = np.array(durl, dtype=np.float64)
+        del durl
         ok = (tsa >= 0) & (tsa < _INF) & (dura >= 0) & (dura < _INF)
+        del tsa
         n_missing = 0
         if missing is not None:
             n_missing = int(np.count_nonzero(missing))
@@ -719,14 +731,16 @@ class _Columns:
             keep = ok.tolist()
             xs = list(compress(xs, keep))
             tsl = list(compress(tsl, keep))
-            cats = list(compress(cats, keep))
+            ts_types = None
+            codes = codes[ok]
             dura = dura[ok]
-        del tsa, ok, missing, durl
-        counts = (len(evs), ph_n, unknown, n_python, n_missing, n_invalid, kind_of)
+        del ok, missing
+        counts = (len(evs), ph_n, unknown, n_python, n_missing, n_invalid, new_cats, new_kinds)
         if not xs:
-            return counts + (None,)
+            return counts
         base = self.base if self.base is not None else tsl[0]
-        rel = _minus_base(tsl, base)
+        rel = _minus_base(tsl, base, ts_types)
+        del tsl
 
         name_l = list(map(get, xs, repeat("name"), repeat("")))
         pid_l = list(map(get, xs, repeat("pid")))
@@ -735,16 +749,16 @@ class _Columns:
         # is unhashable
         new_names, new_pids, new_tids = dict.fromkeys(name_l), dict.fromkeys(pid_l), dict.fromkeys(tid_l)
         args_l = list(map(get, xs, repeat("args")))
-        a_types = set(map(type, args_l))
-        if not a_types <= _DICT_OR_NONE:
-            return None
-        if type(None) in a_types:
+        del xs
+        if None in args_l:
             args_l = [_EMPTY if a is None else a for a in args_l]
+        # (args that are neither an object nor null: TypeError from dict.get)
         ids = [self._ids(args_l, key) for key in ("device", "stream", "correlation")]
         ext = list(map(get, args_l, repeat("External id")))
         if None in ext:
             ext = [x if x is not None else a.get("external id", -1) for x, a in zip(ext, args_l, strict=True)]
         ids.append(_int64s(ext))
+        del ext
         fl = list(map(get, args_l, repeat("flops")))
         if set(map(type, fl)) == _NONE_ONLY:
             flops = np.full(len(fl), math.nan)
@@ -757,25 +771,24 @@ class _Columns:
         if not set(map(type, modules)) <= _STR_OR_NONE:
             modules = [v if v is None or type(v) is str else _json_compact(v) for v in modules]
         modules = (modules, dict.fromkeys(modules))
-        cols = (base, rel, dura, cats, name_l, pid_l, tid_l, new_names, new_pids, new_tids, ids, flops, dims, types, modules)
+        cols = (base, rel, dura, codes, name_l, pid_l, tid_l, new_names, new_pids, new_tids, ids, flops, dims, types,
+                modules)
         return counts + (cols,)
 
     @staticmethod
     def _ids(args_l: list, key: str) -> np.ndarray:
         return _int64s(list(map(dict.get, args_l, repeat(key), repeat(-1))))
 
-    def _commit(self, n_read, ph_n, unknown=None, n_python=0, n_missing=0, n_invalid=0, kind_of=None, cols=None):
+    def _commit(self, n_read, ph_n, unknown=None, n_python=0, n_missing=0, n_invalid=0, new_cats=(), new_kinds=(),
+                cols=None):
         self.n_read += n_read
         ph_counts = self.ph_counts
         for ph, c in ph_n.items():
             ph_counts[ph] += c
-        if kind_of is None:
-            return
         rawcats, rawcat_kind = self.rawcats, self.rawcat_kind
-        for rc, kind in kind_of.items():
-            if rc not in rawcats:
-                rawcats[rc] = len(rawcat_kind)
-                rawcat_kind.append(kind)
+        for rc, kind in zip(new_cats, new_kinds, strict=True):
+            rawcats[rc] = len(rawcat_kind)
+            rawcat_kind.append(kind)
         if unknown:
             mine = self.unknown
             for rc, c in unknown.items():
@@ -785,7 +798,7 @@ class _Columns:
         self.n_invalid += n_invalid
         if cols is None:
             return
-        base, rel, dura, cats, name_l, pid_l, tid_l, new_names, new_pids, new_tids, ids, flops, dims, types, modules = cols
+        base, rel, dura, codes, name_l, pid_l, tid_l, new_names, new_pids, new_tids, ids, flops, dims, types, modules = cols
         n = len(rel)
         self.base = base
         self.ts_c.frombytes(rel.tobytes())
@@ -793,7 +806,7 @@ class _Columns:
         self.name_c.frombytes(_intern(self.names, new_names, name_l).tobytes())
         self.pid_c.frombytes(_intern(self.pids, new_pids, pid_l).tobytes())
         self.tid_c.frombytes(_intern(self.tids, new_tids, tid_l).tobytes())
-        self.rawcat_c.frombytes(np.fromiter(map(rawcats.__getitem__, cats), dtype=np.int32, count=n).tobytes())
+        self.rawcat_c.frombytes(codes.tobytes())
         for col, arr in zip((self.device_c, self.stream_c, self.corr_c, self.ext_c), ids, strict=True):
             col.frombytes(arr.tobytes())
         self.flops_c.frombytes(flops.tobytes())
@@ -829,7 +842,6 @@ class _Columns:
 
 _NONE_TYPE = type(None)
 _NUMBER_OR_NONE = frozenset((int, float, _NONE_TYPE))
-_DICT_OR_NONE = frozenset((dict, _NONE_TYPE))
 _NONE_ONLY = frozenset((_NONE_TYPE,))
 _INT_ONLY = frozenset((int,))
 _STR_OR_NONE = frozenset((str, _NONE_TYPE))
@@ -890,10 +902,11 @@ def _intern_keyed(table: dict, labels: list, keyed, label) -> np.ndarray:
     return np.fromiter(map(table.__getitem__, keys), dtype=np.int32, count=len(keys))
 
 
-def _minus_base(tsl: list, base) -> np.ndarray:
+def _minus_base(tsl: list, base, kinds: set | None = None) -> np.ndarray:
     """`ts - base` for each ts, as Python computes it: exact integer difference when both are ints, else the
-    float difference."""
-    kinds = set(map(type, tsl))
+    float difference. `kinds`: the types in tsl, if known."""
+    if kinds is None:
+        kinds = set(map(type, tsl))
     if type(base) is int:
         if kinds == _INT_ONLY:
             return (np.array(tsl, dtype=np.int64) - base).astype(np.float64)

@@ -15,7 +15,8 @@ any extra objects a test adds. Like the real server it filters by `labelSelector
 that carry no `kind`/`apiVersion`.
 
 With `token`, a request without `Authorization: Bearer <token>` gets 401, as with a bad credential.
-Failure modes, for one resource or all: "forbidden" (403 with a real Status object), "unauthorized" (401),
+Failure modes, for all requests or only one resource (`only="events"`; `"default/events"` for one
+namespace): "forbidden" (403 with a real Status object), "unauthorized" (401),
 "error" (500) and "slow" (answers after `delay_s`, past the client's timeout). Requests are logged in
 `requests` so tests can see that paging really happened. The server is bounded: `stop()` (or leaving the
 `with` block) wakes any handler that is sleeping, shuts the server down and joins its threads.
@@ -208,20 +209,18 @@ class ReplayServer:
         self.authorizations.append(authorization)
         if self.token is not None and authorization != f"Bearer {self.token}":
             return 401, status_object(401, "Unauthorized", "Unauthorized")
-        for pattern, resource in ROUTES:
-            m = pattern.match(parts.path)
-            if m:
-                break
-        else:
+        route = next(((m, resource) for pattern, resource in ROUTES if (m := pattern.match(parts.path))), None)
+        if route is None:
             return 404, status_object(404, "NotFound", "the server could not find the requested resource")
+        m, resource = route
         namespace = m.group(1)
-        if self.only is None or self.only == resource:
+        if self.only is None or self.only in (resource, f"{namespace}/{resource}"):
             if self.mode == "forbidden":
                 group = GROUPS[resource]
-                return 403, status_object(
-                    403, "Forbidden",
-                    f'{resource} is forbidden: User "{self.user}" cannot list resource "{resource}" in API group '
-                    f'"{group}" in the namespace "{namespace}"') | {"details": {"kind": resource} | ({"group": group} if group else {})}
+                message = (f'{resource} is forbidden: User "{self.user}" cannot list resource "{resource}" in API group '
+                           f'"{group}" in the namespace "{namespace}"')
+                details = {"kind": resource, **({"group": group} if group else {})}
+                return 403, status_object(403, "Forbidden", message) | {"details": details}
             if self.mode == "unauthorized":
                 return 401, status_object(401, "Unauthorized", "Unauthorized")
             if self.mode == "error":

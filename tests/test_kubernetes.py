@@ -16,11 +16,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from k8s_replay import ReplayServer
 
 from collectors.base import Evidence, collect_safely
 from collectors.kubernetes import KubernetesCollector, parse_quantity, read_offline, save_offline, selector_matches
 from diagnose.errors import UserError
-from k8s_replay import ReplayServer
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures" / "signals" / "kubernetes"
@@ -93,7 +93,8 @@ def test_live_pods_events_and_rollout_over_http_with_paging(make_client):
     assert all(q["labelSelector"] == "app=textclf,version=v2" and q["limit"] == "1" for q in pod_calls)
     assert "continue" not in pod_calls[0] and all(q["continue"] for q in pod_calls[1:])
     assert len(event_calls) == len(fixture_items("events.json")) and len(rs_calls) == 1
-    assert len(node_calls) == 3 and all(q["fieldSelector"] == "involvedObject.kind=Node" for q in node_calls)
+    assert len(node_calls) == len(fixture_items("node-events.json"))
+    assert all(q["fieldSelector"] == "involvedObject.kind=Node" for q in node_calls)
 
     assert d["pod_count"] == 3 and d["ready_pods"] == 2
     assert [p["name"] for p in d["pods"]] == ["textclf-7d9f8b6c5d-m2n8t", "textclf-7d9f8b6c5d-q7w9z",
@@ -174,6 +175,22 @@ def test_forbidden_events_is_an_error_but_forbidden_replicasets_keeps_the_pods(m
     assert rs.ok and rs.data["oom_kills"] == 2 and rs.data["rollout"] is None
     assert 'needs get/list on replicasets in API group "apps"' in rs.data["unreadable"]["replicasets"]
     assert any(line.startswith("replicasets not read: 403 Forbidden") for line in rs.summary)
+
+
+def test_forbidden_node_events_are_noted_and_the_rest_is_kept(make_client):
+    with ReplayServer(FIXTURES, mode="forbidden", only="default/events") as server:
+        ev = collector(make_client(server.url)).collect()
+    assert ev.ok and ev.data["events"]["OOMKilling"] == 0 and ev.data["events"]["BackOff"] == 23
+    assert ev.data["unreadable"]["node events"].startswith('403 Forbidden: cannot list events in namespace "default"')
+    assert any(line.startswith("node events not read: 403 Forbidden") for line in ev.summary)
+
+
+def test_from_deployment_takes_the_manifest_mapping(make_client):
+    deployment = {**DEPLOY, "deployed_at": datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)}  # as YAML gives it
+    with ReplayServer(FIXTURES) as server:
+        ev = KubernetesCollector.from_deployment(deployment, api_client=make_client(server.url),
+                                                 timeout_s=TIMEOUT_S, node_events=True).collect()
+    assert ev.to_dict() == read_offline(FIXTURES, **OFFLINE).to_dict()
 
 
 def test_unauthorized_is_an_error(make_client):
@@ -308,7 +325,8 @@ def test_offline_without_optional_files(tmp_path):
     ("pods.json", '{"kind": "List", "items": [', "pods.json: not valid JSON (line 1)"),
     ("pods.json", '{"kind": "Pod", "metadata": {}}', "pods.json: not a Kubernetes List"),
     ("pods.json", '[1, 2]', "got a JSON list"),
-    ("events.json", json.dumps({"kind": "List", "items": [{"kind": "Pod"}]}), "events.json: items[0] has kind 'Pod', expected 'Event'"),
+    ("events.json", json.dumps({"kind": "List", "items": [{"kind": "Pod"}]}),
+     "events.json: items[0] has kind 'Pod', expected 'Event'"),
     ("replicasets.json", "not json", "replicasets.json: not valid JSON"),
     ("node-events.json", '{"kind": "List", "items": {}}', "node-events.json: not a Kubernetes List"),
 ])

@@ -45,3 +45,24 @@ def test_garbage_gpu_csv_is_exit_2_naming_the_file(tiny_registry, tmp_path):
                      "--no-profile", "--signals", str(signals), "--out", str(tmp_path / "run"))
     assert result.returncode == 2, result.stderr
     assert "nvidia-smi.csv" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_recorded_oom_kills_rank_memory_pressure(tiny_registry, tmp_path):
+    signals = tmp_path / "signals"
+    shutil.copytree(ROOT / "fixtures" / "signals" / "kubernetes", signals / "kubernetes",
+                    ignore=shutil.ignore_patterns("healthy"))
+    write_manifest(tiny_registry / "mlp" / "v2", serving={"threads": 1},
+                   deployment={"namespace": "serving", "selector": "app=textclf,version=v2", "container": "model",
+                               "deployed_at": "2026-11-20T10:00:00Z"})
+    out = tmp_path / "run"
+    result = run_cli("compare", "--registry", str(tiny_registry), "--old", "v1", "--new", "v2", "--budget", "2",
+                     "--no-profile", "--signals", str(signals), "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["collectors"]["kubernetes"]["status"] == "ok"
+    assert report["collectors"]["gpu"]["status"] == "unavailable"
+    memory = next(h for h in report["hypotheses"] if h["cause"] == "runtime.memory_pressure")
+    assert memory["score"] >= 0.8 and "2 OOM kill(s)" in memory["summary"], memory
+    assert any("OOMKilled since the deploy" in line for line in memory["evidence"])
+    evidence = json.loads((out / "evidence" / "kubernetes.json").read_text())
+    assert evidence["data"]["restarts"] == 6  # the model container only, not the metrics sidecar
