@@ -144,6 +144,7 @@ def _measure_and_report(opts, run_dir, manifests, paths, requests) -> tuple[Path
     from collectors import environment
     from collectors.base import collect_safely
     from collectors.cgroup import CgroupReader, CgroupSampler
+    from collectors.gpu import NvmlSampler
     from diagnose.analysis import analyze
     from profilers.harness import BenchmarkPlan, Cell, run_benchmark
     from profilers.runners import load_version
@@ -174,9 +175,17 @@ def _measure_and_report(opts, run_dir, manifests, paths, requests) -> tuple[Path
     plan = BenchmarkPlan(cells=tuple(cells), budget_s=opts.budget_s, seed=opts.seed)
     sampler = CgroupSampler(CgroupReader())
     sampler.start()  # the cgroup this process runs in: was the benchmark itself CPU-throttled?
+    gpu = NvmlSampler() if opts.signals is None else None  # recorded GPU signals take the place of live ones
+    if gpu:
+        gpu.start()
     with Bar(opts.budget_s, f"Benchmarking {len(cells)} cells") as bar:
         result = run_benchmark(plan, loaded, requests, settled=verdict_settled, on_progress=bar.update_to)
     runfolder.write_json(evidence / "cgroup.json", collect_safely(sampler).to_dict())
+    if gpu:
+        gpu_evidence = collect_safely(gpu)
+        if gpu_evidence.ok:
+            gpu.save(run_dir / "signals", stem="nvidia-smi")
+        runfolder.write_json(evidence / "gpu.json", gpu_evidence.to_dict())
     for key in (OO, NN):
         if key in result.unavailable:
             side = "old" if key == OO else "new"
@@ -201,15 +210,25 @@ def _measure_and_report(opts, run_dir, manifests, paths, requests) -> tuple[Path
 
 def _record_signals(opts: CompareOptions, run_dir: Path, manifest: Manifest) -> None:
     """Recorded GPU and Kubernetes signals (--signals DIR) become evidence files; absent ones say so."""
-    from diagnose.signals import SOURCES, collect_offline, copy_into
+    from collectors.base import Evidence, collect_safely
+    from diagnose.signals import K8S_DIR, collect_offline, copy_into
 
-    if opts.signals is None:
-        for source in SOURCES:
-            runfolder.write_json(run_dir / "evidence" / f"{source}.json",
-                                 {"status": "unavailable", "source": source, "reason": "no --signals given"})
+    if opts.signals is not None:
+        for source, evidence in collect_offline(copy_into(run_dir, opts.signals), manifest.deployment).items():
+            runfolder.write_json(run_dir / "evidence" / f"{source}.json", evidence.to_dict())
         return
-    for source, evidence in collect_offline(copy_into(run_dir, opts.signals), manifest.deployment).items():
-        runfolder.write_json(run_dir / "evidence" / f"{source}.json", evidence.to_dict())
+    # live: the cluster named by the manifest (kubeconfig or in-cluster); the GPU is sampled around the benchmark
+    if manifest.deployment:
+        from collectors.kubernetes import KubernetesCollector
+
+        with status("Reading the deployment's pods and events"):
+            collector = KubernetesCollector.from_deployment(manifest.deployment)
+            evidence = collect_safely(collector)
+        if evidence.ok:
+            collector.save(run_dir / "signals" / K8S_DIR)
+    else:
+        evidence = Evidence.unavailable("kubernetes", f"{manifest.path} has no deployment section")
+    runfolder.write_json(run_dir / "evidence" / "kubernetes.json", evidence.to_dict())
 
 
 def write_reports(run_dir: Path, report: dict) -> None:

@@ -20,7 +20,6 @@ from collectors.base import Evidence
 
 GPU_FILE = "nvidia-smi.csv"
 K8S_DIR = "kubernetes"
-SOURCES = ("gpu", "kubernetes")
 
 
 def parse_time(value) -> datetime | None:

@@ -67,6 +67,10 @@ def test_run_folder_holds_everything(regression_run):
     assert cgroup["source"] == "cgroup" and cgroup["status"] in ("ok", "unavailable")
     assert report["collectors"]["cgroup"]["status"] == cgroup["status"]
     assert not any("CPU-throttled" in w for w in report["warnings"])  # this machine's own cgroup has no quota
+    gpu = report["collectors"]["gpu"]  # sampled live around the benchmark; this machine has no GPU
+    assert gpu["status"] in ("unavailable", "ok") and (gpu["status"] == "ok" or "NVML" in gpu["reason"] or "GPU" in gpu["reason"])
+    assert report["collectors"]["kubernetes"]["status"] == "unavailable"
+    assert "has no deployment section" in report["collectors"]["kubernetes"]["reason"]
 
 
 def test_analyze_rebuilds_the_same_report_without_running_models(regression_run):

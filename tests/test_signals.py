@@ -66,3 +66,14 @@ def test_recorded_oom_kills_rank_memory_pressure(tiny_registry, tmp_path):
     assert any("OOMKilled since the deploy" in line for line in memory["evidence"])
     evidence = json.loads((out / "evidence" / "kubernetes.json").read_text())
     assert evidence["data"]["restarts"] == 6  # the model container only, not the metrics sidecar
+
+
+def test_live_kubernetes_without_a_cluster_is_unavailable_with_the_reason(tiny_registry, tmp_path):
+    write_manifest(tiny_registry / "mlp" / "v2", serving={"threads": 1},
+                   deployment={"namespace": "serving", "selector": "app=mlp"})
+    result = run_cli("compare", "--registry", str(tiny_registry), "--old", "v1", "--new", "v2", "--budget", "1",
+                     "--no-profile", "--out", str(tmp_path / "run"), "--json",
+                     env={"KUBECONFIG": str(tmp_path / "no-such-kubeconfig"), "KUBERNETES_SERVICE_HOST": ""})
+    assert result.returncode == 0, result.stderr
+    k8s = json.loads(result.stdout)["collectors"]["kubernetes"]
+    assert k8s["status"] == "unavailable" and k8s["reason"], k8s
