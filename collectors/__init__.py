@@ -1,1 +1,1 @@
-"""Evidence sources beside the benchmark: the environment now; cgroup, NVML, Kubernetes, Prometheus later."""
+"""Evidence sources beside the benchmark: environment, cgroup, GPU, Kubernetes, Prometheus (one Evidence type)."""

@@ -49,7 +49,7 @@ def _summary_line(model: str, old: str, new: str, verdict: str, delta: stats.Del
 
 
 # absent when a stage was skipped (--no-profile) or the run folder predates the source
-OPTIONAL_SOURCES = ("cgroup", "gpu", "kubernetes", "profile")
+OPTIONAL_SOURCES = ("cgroup", "gpu", "kubernetes", "prometheus", "profile")
 
 
 def load_evidence(run_dir: Path) -> dict:
@@ -126,7 +126,7 @@ def analyze(run_dir: Path, allow_env_mismatch: bool = False) -> dict:
         verdict=verdict, delta=delta.to_dict(), attribution=attribution,
         versions=evidence["versions"], requests=evidence["requests"], cells=cell_summaries,
         environment_diff=env_diff, profile=_profile_section(evidence["profile"]),
-        signals={name: evidence[name] for name in ("cgroup", "gpu", "kubernetes")},
+        signals={name: evidence[name] for name in ("cgroup", "gpu", "kubernetes", "prometheus")},
     )
     hypotheses = [h.to_dict() for h in rank(ctx)]
 

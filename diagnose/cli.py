@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--allow-env-mismatch", action="store_true", help="compare sample sets from different environments")
     compare.add_argument("--signals", type=Path, metavar="DIR",
                          help="recorded signals: nvidia-smi.csv, kubernetes/{pods,events,replicasets}.json (docs/signals.md)")
+    compare.add_argument("--prometheus", metavar="URL",
+                         help="Prometheus to query around the manifest's deployment.deployed_at (docs/signals.md)")
     compare.add_argument("--json", action="store_true", help="print report.json to stdout instead of the summary")
     compare.set_defaults(handler=_compare)
 
@@ -138,7 +140,7 @@ def _compare(args: argparse.Namespace) -> int:
         old=args.old, new=args.new, model=args.model, registry=args.registry,
         old_requests=args.old_requests, new_requests=args.new_requests, budget_s=args.budget, seed=args.seed,
         factorial=not args.no_factorial, profile=not args.no_profile, out=args.out, signals=args.signals,
-        allow_env_mismatch=args.allow_env_mismatch,
+        prometheus=args.prometheus, allow_env_mismatch=args.allow_env_mismatch,
         argv=tuple(sys.argv),
     )
     _, report = run_compare(options)

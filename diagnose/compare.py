@@ -38,6 +38,7 @@ class CompareOptions:
     runs_dir: Path = Path("runs")
     allow_env_mismatch: bool = False
     signals: Path | None = None
+    prometheus: str | None = None
     argv: tuple[str, ...] = ()
 
 
@@ -229,6 +230,17 @@ def _record_signals(opts: CompareOptions, run_dir: Path, manifest: Manifest) -> 
     else:
         evidence = Evidence.unavailable("kubernetes", f"{manifest.path} has no deployment section")
     runfolder.write_json(run_dir / "evidence" / "kubernetes.json", evidence.to_dict())
+    if opts.prometheus:
+        from collectors.prometheus import PrometheusCollector
+
+        with status("Querying Prometheus"):
+            collector = PrometheusCollector.from_deployment(opts.prometheus, manifest.deployment or {})
+            evidence = collect_safely(collector)
+        if evidence.ok:
+            collector.save(run_dir / "signals")
+    else:
+        evidence = Evidence.unavailable("prometheus", "no --prometheus URL and no --signals DIR given")
+    runfolder.write_json(run_dir / "evidence" / "prometheus.json", evidence.to_dict())
 
 
 def write_reports(run_dir: Path, report: dict) -> None:

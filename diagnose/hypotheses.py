@@ -297,12 +297,29 @@ def library_change(ctx: Context) -> Hypothesis | None:
                       libs, ["Re-measure both versions in one environment"])
 
 
+def cpu_throttling(ctx: Context) -> Hypothesis | None:
+    """The pods' CFS throttling ratio after the deploy against before (kubernetes-mixin's CPUThrottlingHigh is 25%)."""
+    ratio = ctx.signal("prometheus").get("throttled_ratio") or {}
+    before, after = ratio.get("before") or 0.0, ratio.get("after")
+    if after is None or after < 0.1 or after - before < 0.05:
+        return None
+    weight = min(0.9, 0.3 + 1.5 * (after - before))
+    return Hypothesis(
+        "runtime.cpu_throttling", ctx.base * weight,
+        f"The pods were CPU-throttled in {100 * after:.0f}% of CFS periods after the deploy ({100 * before:.0f}% before)",
+        ctx.signal_summary("prometheus"),
+        ["Compare the new version's CPU use per request with the pod's CPU limit", "Raise the CPU limit or lower threads"],
+    )
+
+
 def memory_pressure(ctx: Context) -> Hypothesis | None:
-    """OOM kills and restarts of the serving pods, or OOM kills and low headroom in the benchmark's cgroup."""
-    k8s, cgroup = ctx.signal("kubernetes"), ctx.signal("cgroup")
-    oom = (k8s.get("oom_kills") or 0) + (cgroup.get("oom_kills") or 0)
-    restarts = k8s.get("restarts") or 0
-    headroom = cgroup.get("memory_headroom")
+    """OOM kills and restarts of the serving pods (Kubernetes, Prometheus), or OOM kills and low headroom in the
+    benchmark's cgroup."""
+    k8s, cgroup, prom = ctx.signal("kubernetes"), ctx.signal("cgroup"), ctx.signal("prometheus")
+    oom = max(k8s.get("oom_kills") or 0, prom.get("oom_events") or 0) + (cgroup.get("oom_kills") or 0)
+    restarts = max(k8s.get("restarts") or 0, prom.get("restarts") or 0)
+    headroom = min((h for h in (cgroup.get("memory_headroom"), prom.get("memory_headroom_after")) if h is not None),
+                   default=None)
     if oom:
         weight = 0.85
     elif restarts:
@@ -315,13 +332,15 @@ def memory_pressure(ctx: Context) -> Hypothesis | None:
         "runtime.memory_pressure", ctx.base * weight,
         f"{oom} OOM kill(s)" + (f" and {restarts} restart(s)" if restarts else "") + " around the new version"
         if oom else f"{restarts} restart(s) of the serving pods" if restarts else "Memory is close to its limit",
-        ctx.signal_summary("kubernetes") + ctx.signal_summary("cgroup"),
+        ctx.signal_summary("kubernetes") + ctx.signal_summary("prometheus") + ctx.signal_summary("cgroup"),
         ["Compare the new version's peak memory with the pod's memory limit", "Raise the limit or lower the batch size"],
     )
 
 
 def gpu_clock_throttling(ctx: Context) -> Hypothesis | None:
-    gpu = ctx.signal("gpu")
+    """From nvidia-smi or NVML samples, else from the DCGM series in Prometheus."""
+    gpu = ctx.signal("gpu") or {"clock_drop_pct": (ctx.signal("prometheus").get("gpu") or {}).get("clock_drop_pct"),
+                                "throttle_reasons": (ctx.signal("prometheus").get("gpu") or {}).get("throttle_reasons_after")}
     drop = gpu.get("clock_drop_pct") or 0.0
     reasons = gpu.get("throttle_reasons") or []
     if drop < 10 and not reasons:
@@ -330,7 +349,7 @@ def gpu_clock_throttling(ctx: Context) -> Hypothesis | None:
     return Hypothesis(
         "gpu.clock_throttling", ctx.base * weight,
         f"The GPU clocked down {drop:.0f}%" + (f" ({', '.join(reasons)})" if reasons else ""),
-        ctx.signal_summary("gpu"),
+        ctx.signal_summary("gpu") or ctx.signal_summary("prometheus"),
         ["Check GPU temperature, power cap and cooling on the node", "Compare SM clocks before and after the deploy"],
     )
 
@@ -350,7 +369,8 @@ def gpu_contention(ctx: Context) -> Hypothesis | None:
 
 RULES: tuple[Callable[[Context], Hypothesis | None], ...] = (
     preprocessing_change, serving_config_change, precision_change, model_change,
-    input_distribution_shift, input_schema_change, library_change, memory_pressure, gpu_clock_throttling, gpu_contention,
+    input_distribution_shift, input_schema_change, library_change, cpu_throttling, memory_pressure, gpu_clock_throttling,
+    gpu_contention,
 )
 
 

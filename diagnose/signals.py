@@ -5,6 +5,7 @@ DIR may hold (docs/signals.md):
     kubernetes/pods.json           what `kubectl get pods -o json` prints
     kubernetes/events.json         what `kubectl get events -o json` prints
     kubernetes/replicasets.json    optional: `kubectl get rs -o json`
+    metrics.om                     OpenMetrics text with timestamps (what promtool backfills)
 The files are copied into the run folder's `signals/` and their evidence into `evidence/<source>.json`, so
 `diagnose analyze` sees the same evidence later. A source whose files are absent is recorded as
 unavailable with that reason; a file that does not parse ends the command with one line (exit 2).
@@ -20,6 +21,7 @@ from collectors.base import Evidence
 
 GPU_FILE = "nvidia-smi.csv"
 K8S_DIR = "kubernetes"
+METRICS_FILE = "metrics.om"
 
 
 def parse_time(value) -> datetime | None:
@@ -53,6 +55,16 @@ def collect_offline(folder: Path, deployment: dict | None) -> dict[str, Evidence
                                               container=deployment.get("container"))
     else:
         evidence["kubernetes"] = Evidence.unavailable("kubernetes", f"no {K8S_DIR}/pods.json in {folder}")
+    metrics = folder / METRICS_FILE
+    if metrics.is_file():
+        from collectors.prometheus import pod_regex_from_selector
+        from collectors.prometheus import read_offline as read_metrics
+
+        evidence["prometheus"] = read_metrics(
+            metrics, deployed_at, container=deployment.get("container"), namespace=deployment.get("namespace"),
+            pod_regex=deployment.get("pod_regex") or pod_regex_from_selector(deployment.get("selector")))
+    else:
+        evidence["prometheus"] = Evidence.unavailable("prometheus", f"no {METRICS_FILE} in {folder}")
     return evidence
 
 

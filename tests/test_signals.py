@@ -77,3 +77,36 @@ def test_live_kubernetes_without_a_cluster_is_unavailable_with_the_reason(tiny_r
     assert result.returncode == 0, result.stderr
     k8s = json.loads(result.stdout)["collectors"]["kubernetes"]
     assert k8s["status"] == "unavailable" and k8s["reason"], k8s
+
+
+def test_recorded_prometheus_throttling_ranks_cpu_throttling(tiny_registry, tmp_path):
+    signals = tmp_path / "signals"
+    signals.mkdir()
+    shutil.copy(ROOT / "fixtures" / "signals" / "prometheus" / "throttled.om", signals / "metrics.om")
+    write_manifest(tiny_registry / "mlp" / "v2", serving={"threads": 1},
+                   deployment={"namespace": "serving", "selector": "app=textclf", "container": "model",
+                               "deployed_at": "2026-11-20T10:00:00Z"})
+    result = run_cli("compare", "--registry", str(tiny_registry), "--old", "v1", "--new", "v2", "--budget", "2",
+                     "--no-profile", "--signals", str(signals), "--out", str(tmp_path / "run"), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["collectors"]["prometheus"]["status"] == "ok"
+    throttling = next(h for h in report["hypotheses"] if h["cause"] == "runtime.cpu_throttling")
+    assert throttling["score"] > 0.5, throttling
+    assert any("CFS periods after the deploy" in line for line in throttling["evidence"])
+    assert any("90 s after the deploy" in line for line in throttling["evidence"]), throttling["evidence"]
+
+
+def test_prometheus_down_is_recorded_not_fatal(tiny_registry, tmp_path):
+    import socket
+
+    write_manifest(tiny_registry / "mlp" / "v2", serving={"threads": 1},
+                   deployment={"namespace": "serving", "selector": "app=mlp", "deployed_at": "2026-11-20T10:00:00Z"})
+    with socket.socket() as sock:  # a port with nothing listening
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = run_cli("compare", "--registry", str(tiny_registry), "--old", "v1", "--new", "v2", "--budget", "1",
+                     "--no-profile", "--prometheus", f"http://127.0.0.1:{port}", "--out", str(tmp_path / "run"), "--json")
+    assert result.returncode == 0, result.stderr
+    prom = json.loads(result.stdout)["collectors"]["prometheus"]
+    assert prom["status"] in ("error", "unavailable") and "refused" in prom["reason"].lower(), prom

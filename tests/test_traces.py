@@ -2,14 +2,18 @@
 
 Real traces come from ../shared/data/traces (skipped when absent); exact values are checked on small
 traces written here; bad input must give one TraceError naming the file; memory must not grow with the
-file (streaming).
+file (streaming). The fast path (orjson over chunks) must give exactly what the ijson path gives, on every
+real trace and on hand-made documents cut into chunks of every size; whatever it does not read, the ijson
+path reads (or reports).
 """
 
 from __future__ import annotations
 
+import gc
 import gzip
 import json
 import math
+import random
 import subprocess
 import sys
 import tracemalloc
@@ -20,6 +24,7 @@ import pandas as pd
 import pytest
 
 from diagnose.errors import UserError
+from profilers import traces
 from profilers.traces import CATEGORIES, IJSON_BACKEND, Trace, TraceError, find_trace_files, nest, read_trace
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,9 +65,10 @@ _cache: dict[str, Trace] = {}
 
 
 def real(rel: str) -> Trace:
-    """Each real trace is parsed once per session (the big ones take a second or two)."""
+    """Each real trace is parsed once per session, by the fast path alone (so that a silent fall back to the
+    ijson path cannot hide here)."""
     if rel not in _cache:
-        _cache[rel] = read_trace(shared(rel))
+        _cache[rel] = read_trace(shared(rel), parser="fast")
     return _cache[rel]
 
 
@@ -798,3 +804,336 @@ def test_tracemalloc_peak_does_not_follow_file_size(tmp_path):
         tracemalloc.stop()
     assert len(tr.events) == 2001 and tr.metadata["dropped"] == {"python_function": 2000}
     assert peak < 0.05 * size, f"traced peak {peak / 2**20:.1f} MiB for a {size / 2**20:.0f} MiB file"
+
+
+# ----------------------------------------------------------------------------------------------------
+# the fast path: exactly what the ijson path gives
+
+
+def assert_same_trace(a: Trace, b: Trace) -> None:
+    pd.testing.assert_frame_equal(a.events, b.events, check_exact=True)
+    pd.testing.assert_frame_equal(a.steps, b.steps, check_exact=True)
+    assert a.metadata == b.metadata
+    assert list(a.metadata["dropped"]) == list(b.metadata["dropped"])  # in the same order, too
+    assert list(a.metadata["unknown_categories"]) == list(b.metadata["unknown_categories"])
+    assert a.path == b.path
+
+
+@pytest.mark.parametrize("rel", sorted(README_FILES))
+def test_fast_path_matches_ijson_on_every_real_trace(rel):
+    assert_same_trace(real(rel), read_trace(shared(rel), parser="ijson"))
+
+
+def outcome(path: Path, parser: str, keep_python: bool = False):
+    """("ok", trace) or ("error", message) of one parse; the fast path alone may raise anything."""
+    try:
+        return "ok", read_trace(path, keep_python=keep_python, parser=parser)
+    except TraceError as e:
+        return "error", str(e)
+    except Exception as e:  # only the fast path alone gives up with other exceptions
+        assert parser == "fast", repr(e)
+        return "declined", repr(e)
+
+
+def check_paths_agree(path: Path, fast_must_read: bool, keep_python: bool = False) -> None:
+    """auto gives exactly what ijson gives; the fast path alone either gives that too or gives up."""
+    kind, slow = outcome(path, "ijson", keep_python)
+    for parser in ("auto", "fast"):
+        got_kind, got = outcome(path, parser, keep_python)
+        if parser == "fast" and got_kind == "declined" and not fast_must_read:
+            continue
+        if parser == "fast" and kind == "error" and got_kind == "error":
+            continue  # e.g. no profiler events: the table is built by the same code
+        assert got_kind == kind, (parser, got, slow)
+        if kind == "ok":
+            assert_same_trace(got, slow)
+        else:
+            assert got == slow
+
+
+@pytest.fixture(params=[9, 61, 4096, None], ids=lambda c: f"chunk={c or 'default'}")
+def chunk(request, monkeypatch):
+    """Small chunks put every chunk boundary inside strings, escapes, numbers and events."""
+    if request.param is not None:
+        monkeypatch.setattr(traces, "_CHUNK", request.param)
+        monkeypatch.setattr(traces, "_SCAN_WINDOW", max(1, request.param // 3))
+        monkeypatch.setattr(traces, "_BATCH_BYTES", request.param * 5)
+    return request.param
+
+
+TRICKY_EVENTS = [
+    X("ProfilerStep#7", 1_600_000_000_000_000, 500, cat="user_annotation"),
+    X("a }, { b", 1_600_000_000_000_010, 10, **{"Input Dims": [[1, 2], []], "Module Hierarchy": 'x"y\\',
+                                                 "Input type": ["float", "}, {"], "External id": 4}),
+    X('q"uote\\', 1_600_000_000_000_011, 2.5, **{"Call stack": "\\\\\\\"", "external id": "0x10", "flops": 12}),
+    X("back\\slash\\\\", 1_600_000_000_000_012.125, 1, cat="kernel", pid=0, tid="stream 7", device=0, stream="7",
+      correlation=3),
+    {"ph": "X", "cat": "cpu_op", "name": '[]{},"\\', "pid": 1, "tid": 1, "ts": 1_600_000_000_000_013, "dur": 1,
+     "args": {"x": [{"a": "}, {"}, [[], {}]], "Input Dims": [[1.0, 2]], "flops": 2.5}},
+    [1, 2, {"}": "{"}], "not an event", 5, None, {}, [],
+    {"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "é ü \u2603 \U0001F600"}},
+    {"ph": "f", "id": 1, "cat": "ac2g", "name": "ac2g", "ts": 1_600_000_000_000_014, "bp": "e"},
+    X("big", 1_600_000_000_000_015, 1, **{"blob": "y}, {" * 300, "Input type": ["float", "}, {"]}),
+    X("no args", 1_600_000_000_000_016, 0),
+    X("null args", 1_600_000_000_000_017, 3) | {"args": None},
+    X("empty args", 1_600_000_000_000_018, 3) | {"args": {}},
+    X("bad args", 1_600_000_000_000_019, 3) | {"args": [1]},
+    X("ints", 9_223_372_036_854_775_807, 1, cat="Memcpy", pid=0, tid=7, device=9_223_372_036_854_775_807,
+      stream=-9_223_372_036_854_775_807, correlation=1e30),
+    X("unicode \u00e9\u2603", 1_600_000_000_000_020, 1, cat="Runtime", **{"Module Hierarchy": {"a": [1]}}),
+    X("py", 1_600_000_000_000_021, 5, cat="python_function"),
+    X("x", "1", 1), X("y", 1, None), X("z", -1.5, 1), X(["unhashable"], 2, 1), X("t", True, 1),
+    {"ph": "X", "cat": "cpu_op", "name": "missing ts", "pid": 1, "tid": 1, "dur": 1},
+    {"ph": 7, "name": "numeric ph"}, {"ph": ["x"], "name": "unhashable ph"}, {"name": "no ph"},
+]
+
+
+def tricky_documents(tmp_path: Path) -> dict[str, Path]:
+    events = TRICKY_EVENTS * 2
+    top = {"schemaVersion": 1, "deviceProperties": [{"id": 0, "name": "NVIDIA A100 }, {"}, {"id": 1, "name": "x"}],
+           "distributedInfo": {"backend": "nccl", "rank": 2, "world_size": 4}}
+    after = {"displayTimeUnit": "ns", "traceName": 'x ], "y', "baseTimeNanoseconds": 17, "schemaVersion": 9}
+
+    def doc(**dumps):  # the keys of `top`, then traceEvents, then those of `after` (schemaVersion twice)
+        return (json.dumps(top, **dumps)[:-1] + ', "traceEvents": ' + json.dumps(events, **dumps) + ", "
+                + json.dumps(after, **dumps)[1:])
+
+    docs = {
+        "compact": doc(separators=(",", ":")),
+        "default": doc(),
+        "pretty": doc(indent=2, ensure_ascii=False),
+        "crlf": json.dumps({**top, "traceEvents": events}, indent=1).replace("\n", "\r\n") + "\r\n",
+        "tabs": "\t\n " + json.dumps({"traceEvents": events, **top}, indent="\t") + " \n\t",
+        "bare": json.dumps(events),
+        "bare pretty": json.dumps(events, indent=3),
+        "empty array": '{"a": 1, "traceEvents": [ ], "schemaVersion": 3}',
+        "empty bare": " [ ] ",
+        "one event": '{"traceEvents":[{"ph":"X","cat":"cpu_op","name":"a","pid":1,"tid":1,"ts":1,"dur":1}]}',
+        "only others": json.dumps({"traceEvents": [{"ph": "i", "name": "a"}] * 50, "displayTimeUnit": "ms"}),
+        "nested traceEvents": json.dumps({"deviceProperties": {"traceEvents": [1]}, "traceEvents": events}),
+        "repeated keys": '{"schemaVersion": 1, "schemaVersion": 5, "traceEvents": ' + json.dumps(events)
+                         + ', "schemaVersion": 2, "displayTimeUnit": "ms", "displayTimeUnit": "us"}',
+        "ns epoch ints": json.dumps({"traceEvents": [X("a", 1_712_195_495_505_543_123, 10_000),
+                                                     X("b", 1_712_195_495_505_544_623, 2_250), X("c", 5.5, 1)]}),
+        "escaped key": '{"trace\\u0045vents": [{"ph":"X","cat":"cpu_op","name":"a","pid":1,"tid":1,"ts":1,"dur":1}]}',
+        "second events key": '{"traceEvents": [{"ph": "i"}], "traceEvents": [{"ph":"X","cat":"cpu_op","name":"a",'
+                             '"pid":1,"tid":1,"ts":1,"dur":1}]}',
+        "events key not first array": '{"other": [[1], {"traceEvents": [2]}], "traceEvents": ' + json.dumps(events) + "}",
+        "long digits in a string": json.dumps({"traceEvents": [X("k<18446744073709551615>", 1, 1)]}),
+        "lone surrogate": '{"traceEvents": [{"ph":"X","cat":"cpu_op","name":"a\\ud800","pid":1,"tid":1,"ts":1,"dur":1}]}',
+    }
+    paths = {}
+    for i, (name, text) in enumerate(docs.items()):
+        p = tmp_path / f"doc{i}.json"
+        p.write_bytes(text.encode())
+        paths[name] = p
+    g = tmp_path / "pretty.json.gz"
+    g.write_bytes(gzip.compress(docs["pretty"].encode()))
+    paths["pretty gz"] = g
+    return paths
+
+
+# documents that the fast path gives up on by design (the ijson path reads them)
+FAST_DECLINES = {"escaped key", "second events key", "nested traceEvents", "events key not first array",
+                 "long digits in a string", "lone surrogate"}
+
+
+def test_fast_path_on_tricky_documents(tmp_path, chunk):
+    for name, path in tricky_documents(tmp_path).items():
+        for keep_python in (False, True) if name in ("compact", "pretty gz", "bare") else (False,):
+            try:
+                check_paths_agree(path, fast_must_read=name not in FAST_DECLINES, keep_python=keep_python)
+            except AssertionError as e:
+                raise AssertionError(f"{name}: {e}") from None
+    # the header comes from before the events, what is missing from after them
+    md = read_trace(tricky_documents(tmp_path)["compact"], parser="fast").metadata
+    assert (md["schema_version"], md["display_time_unit"], md["rank"], md["devices"]) == (1, "ns", 2, ["NVIDIA A100 }, {", "x"])
+
+
+BAD_DOCUMENTS = {
+    "missing comma": '{"traceEvents": [{"ph": "i"} {"ph": "i"}]}',
+    "missing comma, arrays": '[[1] [2]]',
+    "trailing comma": '{"traceEvents": [{"ph": "i"}, ]}',
+    "trailing comma, bare": '[{"ph": "i"},]',
+    "double comma": '{"traceEvents": [{"ph": "i"},, {"ph": "i"}]}',
+    "leading comma": '{"traceEvents": [, {"ph": "i"}]}',
+    "mismatched": '{"traceEvents": [{"ph": "i"]]}',
+    "mismatched end": '{"traceEvents": [{"ph": "i"}}}',
+    "int64 + 1": '{"traceEvents": [{"ph": "i", "args": {"id": 9223372036854775808}}]}',
+    "int64 min": '{"traceEvents": [{"ph": "i", "args": {"id": -9223372036854775808}}]}',
+    "2**64": '{"traceEvents": [{"ph": "i", "id": 18446744073709551616}]}',
+    "2**70 in the header": '{"schemaVersion": 1180591620717411303424, "traceEvents": [{"ph": "i"}]}',
+    "2**70 after": '{"traceEvents": [{"ph": "i"}], "schemaVersion": 1180591620717411303424}',
+    "float overflow": '{"traceEvents": [{"ph": "X", "ts": 1e400}]}',
+    "NaN": '{"traceEvents": [{"ph": "X", "ts": NaN}]}',
+    "Infinity": '[{"ph": "X", "ts": -Infinity}]',
+    "leading zero": '{"traceEvents": [{"ph": "X", "ts": 01}]}',
+    "garbage after": '{"traceEvents": [{"ph": "i"}]} x',
+    "garbage after bare": '[{"ph": "i"}] ]',
+    "second document": '{"traceEvents": [{"ph": "i"}]}{"traceEvents": []}',
+    "truncated in events": '{"traceEvents": [{"ph": "X", "cat": "cpu_op", "name": "a", "ts": 1, "dur": 1}, {"ph"',
+    "truncated after events": '{"traceEvents": [{"ph": "i"}], "schemaVersion": ',
+    "unterminated string": '{"traceEvents": [{"ph": "i}]}',
+    "bad escape": '{"traceEvents": [{"ph": "\\x"}]}',
+    "control character": '{"traceEvents": [{"ph": "a\x01"}]}',
+    "invalid utf-8": b'{"traceEvents": [{"ph": "X", "name": "\xff\xfe"}]}',
+    "bom": b'\xef\xbb\xbf{"traceEvents": []}',
+    "events not an array": '{"traceEvents": {"ph": "i"}}',
+    "events a number": '{"traceEvents": 5, "other": [1]}',
+    "no events": '{"other": [1, 2]}',
+    "top level number": "42",
+    "whitespace only": " \n\t ",
+    "single quotes": "{'traceEvents': []}",
+    "comment": '{"traceEvents": [/* x */]}',
+}
+
+
+def test_bad_documents_get_the_ijson_paths_answer(tmp_path, chunk):
+    for i, (name, text) in enumerate(BAD_DOCUMENTS.items()):
+        p = tmp_path / f"bad{i}.json"
+        p.write_bytes(text if isinstance(text, bytes) else text.encode())
+        assert outcome(p, "ijson")[0] == "error", name  # every one of them is an error...
+        try:
+            check_paths_agree(p, fast_must_read=False)  # ... worded by the ijson path, whatever the fast path did
+        except AssertionError as e:
+            raise AssertionError(f"{name}: {e}") from None
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # nest() on absurd random times (both paths alike)
+def test_random_documents_agree(tmp_path, monkeypatch):
+    """Random events (odd types in every field, strings full of brackets, quotes and backslashes), written
+    compact or pretty, cut into random chunk sizes, sometimes with a byte broken: auto == ijson, and the fast
+    path alone gives the same or gives up."""
+    rng = random.Random(1234)
+    atoms = ["}, {", '"', "\\", '\\"', "]", "[", "\u00e9", "\U0001F600", ",", "", "aten::mm", "ProfilerStep#2"]
+
+    def text():
+        return "".join(rng.choice(atoms) for _ in range(rng.randint(0, 3)))
+
+    def value(depth=0):
+        r = rng.random()
+        if depth > 1 or r < 0.5:
+            return rng.choice([rng.randint(-5, 10**6), rng.random() * 100, None, True, False, text(), 2**53 + 1,
+                               1_712_195_495_505_543_123])
+        if r < 0.75:
+            return [value(depth + 1) for _ in range(rng.randint(0, 3))]
+        return {text(): value(depth + 1) for _ in range(rng.randint(0, 2))}
+
+    def event():
+        if rng.random() < 0.03:
+            return value()
+        ev = {"ph": rng.choices(["X", "f", "s", "M", None, 1], [20, 2, 2, 1, 1, 0.3])[0]}
+        for key, choices in (("cat", ["cpu_op", "kernel", "cuda_runtime", "gpu_memcpy", "user_annotation",
+                                      "python_function", "Trace", None, 3, "Operator"]),
+                             ("name", ["aten::mm", "ProfilerStep#1", 7, 7.0, None]),
+                             ("pid", [1, "1", 1.0, "Spans"]), ("tid", [1, 7, "7", "stream 7", True])):
+            if rng.random() < 0.96:
+                ev[key] = rng.choice(choices) if rng.random() < 0.9 else value()
+        for key in ("ts", "dur"):
+            if rng.random() < 0.97:
+                ev[key] = rng.randint(0, 10**4) + rng.choice([0, 0.5, 0.125]) + (1_600_000_000_000_000 if key == "ts" else 0) \
+                    if rng.random() < 0.93 else value()
+        if rng.random() < 0.85:
+            args = {}
+            for key in ("device", "stream", "correlation", "External id", "external id", "flops", "Input Dims",
+                        "Input type", "Module Hierarchy", "Call stack"):
+                if rng.random() < 0.3:
+                    args[key] = rng.randint(0, 9) if rng.random() < 0.6 else value()
+            ev["args"] = args if rng.random() < 0.95 else rng.choice([[1], "s", 0, None])
+        return ev
+
+    for i in range(40):
+        events = [event() for _ in range(rng.randint(0, 80))]
+        doc = events if rng.random() < 0.2 else {"schemaVersion": rng.choice([1, value()]), "traceEvents": events,
+                                                 "displayTimeUnit": rng.choice(["ms", value()])}
+        raw = bytearray(json.dumps(doc, indent=rng.choice([None, 2]), ensure_ascii=rng.random() < 0.5).encode())
+        broken = rng.random() < 0.3
+        if broken:
+            at = rng.randrange(len(raw))
+            raw[at:at + rng.randint(0, 1)] = rng.choice([b",", b"]", b"}", b'"', b"\\", b"", b"99999999999999999999"])
+        p = tmp_path / f"r{i}.json"
+        p.write_bytes(bytes(raw))
+        monkeypatch.setattr(traces, "_CHUNK", rng.choice([7, 50, 999, 1 << 16]))
+        check_paths_agree(p, fast_must_read=False, keep_python=rng.random() < 0.2)
+        if not broken:
+            assert outcome(p, "fast")[0] != "declined", i
+
+
+def reference_structure(text: bytes) -> list[tuple[int, int, int]]:
+    """(position, byte, depth after) of [ { ] } , outside strings: a byte at a time."""
+    out, in_str, escaped, depth = [], False, False, 0
+    for i, c in enumerate(text):
+        if in_str:
+            if escaped:
+                escaped = False
+            elif c == 0x5C:
+                escaped = True
+            elif c == 0x22:
+                in_str = False
+        elif c == 0x22:
+            in_str = True
+        elif c in b"[{]},":
+            depth += {0x5B: 1, 0x7B: 1, 0x5D: -1, 0x7D: -1}.get(c, 0)
+            out.append((i, c, depth))
+    return out
+
+
+def test_scanner_matches_a_byte_at_a_time_reference():
+    rng = random.Random(5)
+    pieces = [b"[", b"{", b"]", b"}", b",", b" ", b"12", b":"]
+    in_string = [b"\\\\", b'\\"', b"\\\\\\\"", b"x", b"[", b"}", b",", b"\\n", b"\\u00e9", b" "]
+    for _ in range(300):
+        text = bytearray()
+        for _ in range(rng.randint(0, 60)):
+            if rng.random() < 0.3:
+                text += b'"' + b"".join(rng.choice(in_string) for _ in range(rng.randint(0, 6))) + b'"'
+            else:
+                text += rng.choice(pieces)
+        text = bytes(text)
+        # the same text scanned whole and in random pieces (the state carried across)
+        cuts = sorted(rng.sample(range(len(text) + 1), min(len(text) + 1, rng.randint(0, 6))))
+        got, state, start = [], (False, 0, 0), 0
+        for end in cuts + [len(text)]:
+            if end <= start:
+                continue
+            (at, cls, depths), state = traces._scan(np.frombuffer(text[start:end], dtype=np.uint8), *state)
+            got += [(start + int(a), text[start + int(a)], int(d)) for a, d in zip(at, depths, strict=True)]
+            start = end
+        assert got == reference_structure(text), text
+
+
+def test_fast_path_with_the_standard_json_module(tmp_path, monkeypatch):
+    """Without orjson, the standard library's json stands in: the same result."""
+    monkeypatch.setattr(traces, "_loads", traces._json_loads)
+    monkeypatch.setattr(traces, "_CHUNK", 999)
+    for name, path in tricky_documents(tmp_path).items():
+        check_paths_agree(path, fast_must_read=name not in FAST_DECLINES)
+    for i, text in enumerate(BAD_DOCUMENTS.values()):
+        p = tmp_path / f"bad{i}.json"
+        p.write_bytes(text if isinstance(text, bytes) else text.encode())
+        check_paths_agree(p, fast_must_read=False)
+    if TRACES.is_dir():
+        rel = "hta/rank_unavailable/rank_not_found.json.gz"
+        assert_same_trace(read_trace(shared(rel), parser="fast"), real(rel))
+
+
+def test_auto_uses_the_fast_path_and_restores_gc(tmp_path, monkeypatch):
+    p = write_trace(tmp_path / "t.json", [X("a", 0, 10), X("b", 1, 2)])
+
+    def no_ijson(*args, **kwargs):
+        raise AssertionError("the ijson path was used")
+
+    monkeypatch.setattr(traces, "_parse_events", no_ijson)
+    assert gc.isenabled()
+    assert read_trace(p).events["name"].tolist() == ["a", "b"]
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        read_trace(p)
+        assert not gc.isenabled()  # left as the caller had it
+    finally:
+        gc.enable()
+    with pytest.raises(AssertionError, match="ijson path was used"):
+        read_trace(p, parser="ijson")
+    with pytest.raises(ValueError, match="parser"):
+        read_trace(p, parser="simdjson")
