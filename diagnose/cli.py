@@ -31,6 +31,11 @@ DIFF_EXAMPLES = """examples:
   diagnose diff-traces runs/RUN/profile/old-v1 runs/RUN/profile/new-v2
   diagnose diff-traces base.pt.trace.json.gz test.pt.trace.json.gz --json > diff.json
 """
+COLLECT_EXAMPLES = """examples:
+  diagnose collect v2 --out signals/                      # the manifest's deployment: cluster, GPU
+  diagnose collect v2 --model textclf --prometheus http://prometheus:9090 --out signals/
+  diagnose compare --old v1 --new v2 --signals signals/   # use them later, or attach them to a ticket
+"""
 ANALYZE_EXAMPLES = """examples:
   diagnose analyze runs/20261128T101500Z-textclf-v1-vs-v2
   diagnose analyze RUN_DIR --format markdown > incident.md
@@ -109,6 +114,20 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--out", type=Path, help="logdir to write (default runs/<timestamp>-<model>-<version>-profile)")
     profile.set_defaults(handler=_profile)
 
+    collect = commands.add_parser(
+        "collect", help="pull a version's signals (Kubernetes, Prometheus, GPU) into a folder",
+        description="Read the version's deployment (manifest `deployment`) from the cluster and Prometheus, sample the "
+                    "GPUs, print what each source saw, and save it in the formats --signals reads.",
+        epilog=COLLECT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    collect.add_argument("version", metavar="VERSION")
+    collect.add_argument("--model", help="model name (default: the registry's only or default model)")
+    collect.add_argument("--registry", help="registry folder (default: $DIAGNOSE_REGISTRY, ./models, else the embedded one)")
+    collect.add_argument("--prometheus", metavar="URL", help="Prometheus base URL")
+    collect.add_argument("--gpu-seconds", type=_positive_float, default=5.0, help="seconds of NVML sampling (default 5)")
+    collect.add_argument("--out", type=Path, required=True, help="folder to write (usable as --signals)")
+    collect.set_defaults(handler=_collect)
+
     diff = commands.add_parser(
         "diff-traces", help="op-level diff of two profiler traces (files or folders)",
         description="Diff two PyTorch profiler (Kineto) traces, .json or .json.gz, recorded here or elsewhere: per "
@@ -164,6 +183,23 @@ def _profile(args: argparse.Namespace) -> int:
     from diagnose.profiles import profile_command
 
     sys.stdout.write(profile_command(args.version, args.model, args.registry, args.requests, args.steps, args.top, args.out))
+    return EXIT_OK
+
+
+def _collect(args: argparse.Namespace) -> int:
+    from diagnose.registry import resolve_registry
+    from diagnose.signals import collect_live, sample_gpu
+
+    registry = resolve_registry(args.registry)
+    manifest = registry.manifest(args.model or registry.default_model(), args.version)
+    args.out.mkdir(parents=True, exist_ok=True)
+    found = collect_live(manifest, args.out, args.prometheus)
+    found["gpu"] = sample_gpu(args.gpu_seconds, args.out)
+    for source, evidence in sorted(found.items()):
+        print(f"{source}: {evidence.status}" + (f" ({evidence.reason})" if evidence.reason else ""))
+        for line in evidence.summary:
+            print(f"  {line}")
+    print(f"saved in {args.out}; use it with: diagnose compare ... --signals {args.out}")
     return EXIT_OK
 
 

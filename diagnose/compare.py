@@ -210,37 +210,15 @@ def _measure_and_report(opts, run_dir, manifests, paths, requests) -> tuple[Path
 
 
 def _record_signals(opts: CompareOptions, run_dir: Path, manifest: Manifest) -> None:
-    """Recorded GPU and Kubernetes signals (--signals DIR) become evidence files; absent ones say so."""
-    from collectors.base import Evidence, collect_safely
-    from diagnose.signals import K8S_DIR, collect_offline, copy_into
+    """Recorded signals (--signals DIR), else the live cluster and Prometheus, become evidence files."""
+    from diagnose.signals import collect_live, collect_offline, copy_into
 
     if opts.signals is not None:
-        for source, evidence in collect_offline(copy_into(run_dir, opts.signals), manifest.deployment).items():
-            runfolder.write_json(run_dir / "evidence" / f"{source}.json", evidence.to_dict())
-        return
-    # live: the cluster named by the manifest (kubeconfig or in-cluster); the GPU is sampled around the benchmark
-    if manifest.deployment:
-        from collectors.kubernetes import KubernetesCollector
-
-        with status("Reading the deployment's pods and events"):
-            collector = KubernetesCollector.from_deployment(manifest.deployment)
-            evidence = collect_safely(collector)
-        if evidence.ok:
-            collector.save(run_dir / "signals" / K8S_DIR)
-    else:
-        evidence = Evidence.unavailable("kubernetes", f"{manifest.path} has no deployment section")
-    runfolder.write_json(run_dir / "evidence" / "kubernetes.json", evidence.to_dict())
-    if opts.prometheus:
-        from collectors.prometheus import PrometheusCollector
-
-        with status("Querying Prometheus"):
-            collector = PrometheusCollector.from_deployment(opts.prometheus, manifest.deployment or {})
-            evidence = collect_safely(collector)
-        if evidence.ok:
-            collector.save(run_dir / "signals")
-    else:
-        evidence = Evidence.unavailable("prometheus", "no --prometheus URL and no --signals DIR given")
-    runfolder.write_json(run_dir / "evidence" / "prometheus.json", evidence.to_dict())
+        found = collect_offline(copy_into(run_dir, opts.signals), manifest.deployment)
+    else:  # the GPU is sampled live around the benchmark instead
+        found = collect_live(manifest, run_dir / "signals", opts.prometheus)
+    for source, evidence in found.items():
+        runfolder.write_json(run_dir / "evidence" / f"{source}.json", evidence.to_dict())
 
 
 def write_reports(run_dir: Path, report: dict) -> None:

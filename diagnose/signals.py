@@ -73,3 +73,48 @@ def copy_into(run_dir: Path, folder: Path) -> Path:
     target = run_dir / "signals"
     shutil.copytree(folder, target, dirs_exist_ok=True)
     return target
+
+
+def collect_live(manifest, out: Path, prometheus: str | None) -> dict[str, Evidence]:
+    """The manifest's deployment read from the cluster (kubeconfig or in-cluster) and from Prometheus at
+    `prometheus`; what was read is saved into `out` in the offline formats, so it can be given to --signals."""
+    from collectors.base import collect_safely
+    from collectors.kubernetes import KubernetesCollector
+    from collectors.prometheus import PrometheusCollector
+    from diagnose.progress import status
+
+    found: dict[str, Evidence] = {}
+    if manifest.deployment:
+        with status("Reading the deployment's pods and events"):
+            collector = KubernetesCollector.from_deployment(manifest.deployment)
+            found["kubernetes"] = collect_safely(collector)
+        if found["kubernetes"].ok:
+            collector.save(out / K8S_DIR)
+    else:
+        found["kubernetes"] = Evidence.unavailable("kubernetes", f"{manifest.path} has no deployment section")
+    if prometheus:
+        with status("Querying Prometheus"):
+            collector = PrometheusCollector.from_deployment(prometheus, manifest.deployment or {})
+            found["prometheus"] = collect_safely(collector)
+        if found["prometheus"].ok:
+            collector.save(out)
+    else:
+        found["prometheus"] = Evidence.unavailable("prometheus", "no Prometheus URL given (--prometheus) and no --signals")
+    return found
+
+
+def sample_gpu(seconds: float, out: Path) -> Evidence:
+    """Sample the GPUs for `seconds` with NVML; readings saved as nvidia-smi.csv in `out` when there are any."""
+    import time
+
+    from collectors.base import collect_safely
+    from collectors.gpu import NvmlSampler
+
+    sampler = NvmlSampler()
+    sampler.start()
+    if sampler.running:
+        time.sleep(seconds)
+    evidence = collect_safely(sampler)
+    if evidence.ok:
+        sampler.save(out, stem="nvidia-smi")
+    return evidence

@@ -110,3 +110,29 @@ def test_prometheus_down_is_recorded_not_fatal(tiny_registry, tmp_path):
     assert result.returncode == 0, result.stderr
     prom = json.loads(result.stdout)["collectors"]["prometheus"]
     assert prom["status"] in ("error", "unavailable") and "refused" in prom["reason"].lower(), prom
+
+
+def test_collect_from_a_live_prometheus_then_compare_with_the_saved_signals(tiny_registry, tmp_path):
+    """`diagnose collect` against a real Prometheus (backfilled with promtool) saves metrics.om; a compare with
+    --signals on that folder ranks the throttling, as the live query did."""
+    import pytest
+
+    from prom_server import PromServer, skip_reason
+
+    if skip_reason():
+        pytest.skip(skip_reason())
+    write_manifest(tiny_registry / "mlp" / "v2", serving={"threads": 1},
+                   deployment={"namespace": "serving", "selector": "app=textclf", "container": "model",
+                               "deployed_at": "2026-11-20T10:00:00Z"})
+    signals = tmp_path / "collected"
+    with PromServer([ROOT / "fixtures" / "signals" / "prometheus" / "throttled.om"], tmp_path / "prom") as prom:
+        collected = run_cli("collect", "v2", "--registry", str(tiny_registry), "--prometheus", prom.url,
+                            "--gpu-seconds", "0.2", "--out", str(signals))
+    assert collected.returncode == 0, collected.stderr
+    assert "prometheus: ok" in collected.stdout and "CFS periods after the deploy" in collected.stdout
+    assert (signals / "metrics.om").is_file()
+    result = run_cli("compare", "--registry", str(tiny_registry), "--old", "v1", "--new", "v2", "--budget", "2",
+                     "--no-profile", "--signals", str(signals), "--out", str(tmp_path / "run"), "--json")
+    assert result.returncode == 0, result.stderr
+    causes = [h["cause"] for h in json.loads(result.stdout)["hypotheses"]]
+    assert "runtime.cpu_throttling" in causes
