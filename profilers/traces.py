@@ -667,9 +667,10 @@ class _Columns:
 
     def consume_batch(self, evs: list) -> None:
         """A list of events at once, a column at a time (map/compress over the dicts, numpy for numbers): the
-        same result as `consume(evs)`, about three times faster. A batch with anything unusual (an event that
-        is not an object, a ts of another type than int/float/null, args that are not an object, an
-        unhashable name, ...) goes through `consume` instead: nothing is changed before that is decided."""
+        same result as `consume(evs)`, with fewer Python steps per event (a quarter less time on Kineto
+        traces). A batch with anything unusual (an event that is not an object, a ts of another type than
+        int/float/null, args that are neither an object nor null, an unhashable name, ...) goes through
+        `consume` instead: nothing is changed before that is decided."""
         if not evs:
             return
         try:
@@ -697,16 +698,19 @@ class _Columns:
         # raw categories: the code each would get in `consume` (new ones numbered on, first seen first)
         cats = list(map(get, xs, repeat("cat")))
         rawcats = self.rawcats
-        code_of = {}
+        codes = list(map(rawcats.get, cats))  # TypeError if unhashable
         new_cats = []
-        for rc in dict.fromkeys(cats):  # TypeError if unhashable
-            k = rawcats.get(rc)
-            if k is None:
-                k = len(self.rawcat_kind) + len(new_cats)
-                new_cats.append(rc)
-            code_of[rc] = k
+        if None in codes:  # new raw categories: numbered on, first seen first, as `consume` numbers them
+            code_of = {}
+            for rc in dict.fromkeys(cats):
+                k = rawcats.get(rc)
+                if k is None:
+                    k = len(self.rawcat_kind) + len(new_cats)
+                    new_cats.append(rc)
+                code_of[rc] = k
+            codes = map(code_of.__getitem__, cats)
         new_kinds = [_category_of(rc) for rc in new_cats]
-        codes = np.fromiter(map(code_of.__getitem__, cats), dtype=np.int32, count=len(cats))
+        codes = np.fromiter(codes, dtype=np.int32, count=len(cats))
         kinds = np.array(self.rawcat_kind + new_kinds, dtype=np.int8)[codes]
         drop = kinds == _OTHER
         unknown = Counter(compress(cats, drop.tolist())) if drop.any() else None
@@ -759,12 +763,10 @@ class _Columns:
         rel = _minus_base(tsl, base, ts_types)
         del tsl
 
-        name_l = list(map(get, xs, repeat("name"), repeat("")))
-        pid_l = list(map(get, xs, repeat("pid")))
-        tid_l = list(map(get, xs, repeat("tid")))
-        # distinct values first seen first; TypeError (-> consume, which counts the event as malformed) if any
-        # is unhashable
-        new_names, new_pids, new_tids = dict.fromkeys(name_l), dict.fromkeys(pid_l), dict.fromkeys(tid_l)
+        # TypeError (-> consume, which counts the event as malformed) if a value is unhashable
+        names = _lookup(self.names, list(map(get, xs, repeat("name"), repeat(""))))
+        pids = _lookup(self.pids, list(map(get, xs, repeat("pid"))))
+        tids = _lookup(self.tids, list(map(get, xs, repeat("tid"))))
         args_l = list(map(get, xs, repeat("args")))
         del xs
         if None in args_l:
@@ -782,14 +784,13 @@ class _Columns:
         else:
             flops = np.array([_flops(v) for v in fl], dtype=np.float64)
         del fl
-        dims = _keyed(list(map(get, args_l, repeat("Input Dims"))))
-        types = _keyed(list(map(get, args_l, repeat("Input type"))))
+        dims = _keyed(self.dims, list(map(get, args_l, repeat("Input Dims"))))
+        types = _keyed(self.types, list(map(get, args_l, repeat("Input type"))))
         modules = list(map(get, args_l, repeat("Module Hierarchy")))
         if not set(map(type, modules)) <= _STR_OR_NONE:
             modules = [v if v is None or type(v) is str else _json_compact(v) for v in modules]
-        modules = (modules, dict.fromkeys(modules))
-        cols = (base, rel, dura, codes, name_l, pid_l, tid_l, new_names, new_pids, new_tids, ids, flops, dims, types,
-                modules)
+        modules = _lookup({None: 0, **self.modules}, modules)  # (null is code 0, not a label)
+        cols = (base, rel, dura, codes, names, pids, tids, ids, flops, dims, types, modules)
         return counts + (cols,)
 
     @staticmethod
@@ -815,26 +816,28 @@ class _Columns:
         self.n_invalid += n_invalid
         if cols is None:
             return
-        base, rel, dura, codes, name_l, pid_l, tid_l, new_names, new_pids, new_tids, ids, flops, dims, types, modules = cols
+        base, rel, dura, codes, names, pids, tids, ids, flops, dims, types, modules = cols
         n = len(rel)
         self.base = base
         self.ts_c.frombytes(rel.tobytes())
         self.dur_c.frombytes(dura.tobytes())
-        self.name_c.frombytes(_intern(self.names, new_names, name_l).tobytes())
-        self.pid_c.frombytes(_intern(self.pids, new_pids, pid_l).tobytes())
-        self.tid_c.frombytes(_intern(self.tids, new_tids, tid_l).tobytes())
+        self.name_c.frombytes(_intern(self.names, names).tobytes())
+        self.pid_c.frombytes(_intern(self.pids, pids).tobytes())
+        self.tid_c.frombytes(_intern(self.tids, tids).tobytes())
         self.rawcat_c.frombytes(codes.tobytes())
         for col, arr in zip((self.device_c, self.stream_c, self.corr_c, self.ext_c), ids, strict=True):
             col.frombytes(arr.tobytes())
         self.flops_c.frombytes(flops.tobytes())
         self.dims_c.frombytes(_intern_keyed(self.dims, self.dims_labels, dims, _json_compact).tobytes())
         self.types_c.frombytes(_intern_keyed(self.types, self.types_labels, types, _type_label).tobytes())
-        table = self.modules
-        keys, distinct = modules
-        for k in distinct:
-            if k is not None and k not in table:
-                table[k] = len(table)
-        self.module_c.frombytes(np.fromiter(map(table.get, keys, repeat(0)), dtype=np.int32, count=n).tobytes())
+        keys, known, distinct = modules
+        if distinct is not None:
+            table = self.modules
+            for k in distinct:
+                if k is not None and k not in table:
+                    table[k] = len(table)
+            known = map(table.get, keys, repeat(0))
+        self.module_c.frombytes(np.fromiter(known, dtype=np.int32, count=n).tobytes())
 
     def result(self) -> tuple[dict, dict]:
         dropped = {f"ph={_label(ph) if ph is not None else 'missing'}": n for ph, n in self.ph_counts.items()}
@@ -884,7 +887,7 @@ def _int64s(vals: list) -> np.ndarray:
     """args ids as `consume` stores them: ints as they are, anything else through _as_int."""
     if set(map(type, vals)) != _INT_ONLY:
         vals = [v if type(v) is int else _as_int(v) for v in vals]
-    return np.array(vals, dtype=np.int64)  # OverflowError beyond int64: the batch goes through `consume`
+    return np.fromiter(vals, dtype=np.int64, count=len(vals))  # OverflowError beyond int64: through `consume`
 
 
 _NULL_KEY = marshal.dumps(None, 0)
@@ -897,26 +900,41 @@ def _value_key(v) -> bytes:
     return marshal.dumps(v, 0)
 
 
-def _keyed(vals: list):
-    """An args column interned by value (see _value_key): (the key of each row, {key: a value with it})."""
+def _lookup(table: dict, vals: list):
+    """The codes of `vals` in an interning table, as far as known: (vals, codes, None), or, when some are not in
+    the table yet, (vals, codes with None for those, their distinct values first seen first)."""
+    codes = list(map(table.get, vals))  # TypeError if a value is unhashable
+    return vals, codes, (dict.fromkeys(vals) if None in codes else None)
+
+
+def _intern(table: dict, looked_up) -> np.ndarray:
+    """Codes of the values of `_lookup`, adding the new values to the table (the next codes, in order)."""
+    vals, codes, distinct = looked_up
+    if distinct is not None:
+        for v in distinct:
+            if v not in table:
+                table[v] = len(table)
+        codes = map(table.__getitem__, vals)
+    return np.fromiter(codes, dtype=np.int32, count=len(vals))
+
+
+def _keyed(table: dict, vals: list):
+    """An args column interned by value (see _value_key): the key of each row, the codes known so far, and
+    {key: a value with it} when some keys are new."""
     keys = list(map(marshal.dumps, vals, repeat(0)))
-    return keys, dict(zip(keys, vals, strict=True))
-
-
-def _intern(table: dict, distinct: dict, vals: list) -> np.ndarray:
-    for v in distinct:
-        if v not in table:
-            table[v] = len(table)
-    return np.fromiter(map(table.__getitem__, vals), dtype=np.int32, count=len(vals))
+    codes = list(map(table.get, keys))
+    return keys, codes, (dict(zip(keys, vals, strict=True)) if None in codes else None)
 
 
 def _intern_keyed(table: dict, labels: list, keyed, label) -> np.ndarray:
-    keys, first = keyed
-    for k, v in first.items():
-        if k not in table:
-            table[k] = len(labels)
-            labels.append(label(v))
-    return np.fromiter(map(table.__getitem__, keys), dtype=np.int32, count=len(keys))
+    keys, codes, first = keyed
+    if first is not None:
+        for k, v in first.items():
+            if k not in table:
+                table[k] = len(labels)
+                labels.append(label(v))
+        codes = map(table.__getitem__, keys)
+    return np.fromiter(codes, dtype=np.int32, count=len(keys))
 
 
 def _minus_base(tsl: list, base, kinds: set | None = None) -> np.ndarray:
@@ -927,8 +945,12 @@ def _minus_base(tsl: list, base, kinds: set | None = None) -> np.ndarray:
     if type(base) is int:
         if kinds == _INT_ONLY:
             return (np.array(tsl, dtype=np.int64) - base).astype(np.float64)
-        if int in kinds:  # ints and floats mixed: rare, element by element
-            return np.array([t - base for t in tsl], dtype=np.float64)
+        if int in kinds:  # ints and floats mixed (float kernel times, int CPU times): each kind its own way
+            is_int = np.fromiter(map(eq, map(type, tsl), repeat(int)), dtype=bool, count=len(tsl))
+            out = np.empty(len(tsl), dtype=np.float64)
+            out[is_int] = np.array(list(compress(tsl, is_int.tolist())), dtype=np.int64) - base
+            out[~is_int] = np.array(list(compress(tsl, (~is_int).tolist())), dtype=np.float64) - float(base)
+            return out
         return np.array(tsl, dtype=np.float64) - float(base)
     return np.array(tsl, dtype=np.float64) - base
 
