@@ -116,7 +116,6 @@ def test_collect_from_a_live_prometheus_then_compare_with_the_saved_signals(tiny
     """`diagnose collect` against a real Prometheus (backfilled with promtool) saves metrics.om; a compare with
     --signals on that folder ranks the throttling, as the live query did."""
     import pytest
-
     from prom_server import PromServer, skip_reason
 
     if skip_reason():
