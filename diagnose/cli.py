@@ -52,6 +52,12 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _add_registry_options(parser: argparse.ArgumentParser) -> None:
+    """Where versions come from: the same two options on every command that resolves a version."""
+    parser.add_argument("--model", help="model name (default: the registry's only or default model)")
+    parser.add_argument("--registry", help="registry folder (default: $DIAGNOSE_REGISTRY, ./models, else the embedded one)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="diagnose",
@@ -70,8 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("--old", required=True, help="baseline version, e.g. v1")
     compare.add_argument("--new", required=True, help="version under suspicion, e.g. v2")
-    compare.add_argument("--model", help="model name (default: the registry's only or default model)")
-    compare.add_argument("--registry", help="registry folder (default: $DIAGNOSE_REGISTRY, ./models, else the embedded one)")
+    _add_registry_options(compare)
     compare.add_argument("--old-requests", type=Path, help="request log for the old side (.parquet/.csv), overrides the manifest")
     compare.add_argument("--new-requests", type=Path, help="request log for the new side, overrides the manifest")
     compare.add_argument("--budget", type=_positive_float, default=30.0,
@@ -106,8 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=PROFILE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     profile.add_argument("version", metavar="VERSION")
-    profile.add_argument("--model", help="model name (default: the registry's only or default model)")
-    profile.add_argument("--registry", help="registry folder (default: $DIAGNOSE_REGISTRY, ./models, else the embedded one)")
+    _add_registry_options(profile)
     profile.add_argument("--requests", type=Path, help="request log to replay (default: the manifest's)")
     profile.add_argument("--steps", type=int, default=5, help="profiled batches after 2 warm-up batches (default 5)")
     profile.add_argument("--top", type=int, default=15, help="rows to print (default 15)")
@@ -121,8 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=COLLECT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     collect.add_argument("version", metavar="VERSION")
-    collect.add_argument("--model", help="model name (default: the registry's only or default model)")
-    collect.add_argument("--registry", help="registry folder (default: $DIAGNOSE_REGISTRY, ./models, else the embedded one)")
+    _add_registry_options(collect)
     collect.add_argument("--prometheus", metavar="URL", help="Prometheus base URL")
     collect.add_argument("--gpu-seconds", type=_positive_float, default=5.0, help="seconds of NVML sampling (default 5)")
     collect.add_argument("--out", type=Path, required=True, help="folder to write (usable as --signals)")
