@@ -59,6 +59,7 @@ class Context:
     environment_diff: list[str] = field(default_factory=list)
     profile: dict | None = None  # report["profile"]: trace-diff findings and signals, None when not profiled
     signals: dict = field(default_factory=dict)  # source -> evidence dict (cgroup, gpu, kubernetes) with status "ok"
+    drift: dict | None = None  # report["drift"]: schema changes, drifted features, the latency tie; None when not run
 
     def signal(self, source: str) -> dict:
         """The `data` of an evidence source that is ok, else {}."""
@@ -242,51 +243,87 @@ def model_change(ctx: Context) -> Hypothesis | None:
                       "The new model does about the same work on slower operators", evidence, steps)
 
 
+def _tie(ctx: Context) -> dict:
+    """The drift stage's latency tie when it ran and found a size feature that drives latency, else {}."""
+    tie = (ctx.drift or {}).get("latency_tie") or {}
+    return tie if tie.get("status") == "ok" else {}
+
+
 def input_distribution_shift(ctx: Context) -> Hypothesis | None:
+    """The factorial's input effect, and the drift stage's size feature tied to latency, point at the requests."""
     share = ctx.share("input")
+    tie = _tie(ctx)
+    tie_share = max(0.0, min(1.0, tie["share"])) if tie.get("significant") and tie.get("share") is not None else 0.0
     oo, on = ctx.cells.get("old_model/old_requests", {}), ctx.cells.get("old_model/new_requests", {})
     size_ratio = _ratio(oo.get("input_elements_mean"), on.get("input_elements_mean"))
     evidence = [ctx.effect_text("input")]
-    for column, old_col in ctx.requests.get("old", {}).get("columns", {}).items():
-        new_col = ctx.requests.get("new", {}).get("columns", {}).get(column)
-        if new_col and "mean_len" in old_col and "mean_len" in new_col and old_col["mean_len"]:
-            r = new_col["mean_len"] / old_col["mean_len"]
-            if abs(r - 1) > 0.1:
-                evidence.append(f"column {column!r}: mean length {old_col['mean_len']:.1f} -> "
-                                f"{new_col['mean_len']:.1f} ({r:.2f}x)")
-    logs_differ = len(evidence) > 1
+    if tie:
+        evidence.append(f"tied to latency: {tie['text']}")
+    drifted = [f for f in (ctx.drift or {}).get("drifted", [])]
+    # size features first: they are what moves latency
+    drifted.sort(key=lambda f: (not f.get("derived"), f["feature"]))
+    evidence += [f"drift: {f['text']}" for f in drifted[:4]]
+    if ctx.drift is None:  # a run folder without the drift stage: fall back on the request logs' lengths
+        for column, old_col in ctx.requests.get("old", {}).get("columns", {}).items():
+            new_col = ctx.requests.get("new", {}).get("columns", {}).get(column)
+            if new_col and "mean_len" in old_col and "mean_len" in new_col and old_col["mean_len"]:
+                r = new_col["mean_len"] / old_col["mean_len"]
+                if abs(r - 1) > 0.1:
+                    drifted.append({"feature": column})
+                    evidence.append(f"column {column!r}: mean length {old_col['mean_len']:.1f} -> "
+                                    f"{new_col['mean_len']:.1f} ({r:.2f}x)")
     if size_ratio and abs(size_ratio - 1) > 0.05:
         evidence.append(f"through the old model's preprocessing the new requests are {size_ratio:.2f}x the input elements")
-    if share == 0 and not logs_differ:
+    explained = max(share, tie_share)
+    if explained == 0 and not drifted:
         return None
+    weight = 0.95 if share > 0 and tie_share > 0.5 else 0.9
+    if tie and explained > 0:
+        ratio = f" ({tie['mix_ratio']:.1f}x)" if tie.get("mix_ratio") else ""
+        summary = (f"The requests changed: {tie['feature']} moved{ratio}, and under the new mix the old model is "
+                   f"{tie['shift_ms']:+.1f} ms slower at p50, {100 * tie['share']:.0f}% of the change"
+                   if tie.get("share") is not None else f"The requests changed: {tie['feature']} moved{ratio}")
+    elif explained > 0:
+        summary = "The requests changed: the old model is slower on the new requests too"
+    else:
+        summary = "The requests drifted, but that explains no significant part of the change"
     return Hypothesis(
-        "input.distribution_shift", ctx.base * share * 0.9,
-        "The requests changed: the old model is slower on the new requests too" if share > 0 else
-        "The requests differ in size, but that explains no significant part of the change",
-        evidence,
-        ["Compare request size distributions (lengths, shapes) before and after the deploy",
-         "Check which clients changed what they send"],
+        "input.distribution_shift", ctx.base * explained * weight, summary, evidence,
+        ["Compare request size distributions (lengths, shapes) before and after the deploy (diagnose drift)",
+         "Check which clients changed what they send; cap or bucket request sizes if the new mix is here to stay"],
     )
 
 
+def _kind_text(col: dict) -> str:
+    return col["kind"] + ("/" + col["dtype"] if "dtype" in col else "")
+
+
 def input_schema_change(ctx: Context) -> Hypothesis | None:
-    old_cols = ctx.requests.get("old", {}).get("columns", {})
-    new_cols = ctx.requests.get("new", {}).get("columns", {})
-    added, removed = sorted(set(new_cols) - set(old_cols)), sorted(set(old_cols) - set(new_cols))
-    kinds = [f"column {c!r}: {old_cols[c]['kind']}{'/' + old_cols[c].get('dtype', '') if 'dtype' in old_cols[c] else ''} -> "
-             f"{new_cols[c]['kind']}{'/' + new_cols[c].get('dtype', '') if 'dtype' in new_cols[c] else ''}"
-             for c in sorted(set(old_cols) & set(new_cols))
-             if (old_cols[c]["kind"], old_cols[c].get("dtype")) != (new_cols[c]["kind"], new_cols[c].get("dtype"))]
-    if not (added or removed or kinds):
-        return None
-    evidence = ([f"columns added: {', '.join(added)}"] if added else []) + \
-               ([f"columns removed: {', '.join(removed)}"] if removed else []) + kinds
+    """Column by column, from the drift stage (or, for older run folders, from the request logs' descriptions)."""
     broken = ctx.attribution.get("unavailable", {}).get("old_model/new_requests")
+    if ctx.drift is not None:
+        changes = [c for c in ctx.drift.get("schema_changes", []) if c.get("change") != "length"]
+        expected = ctx.drift.get("expected_schema", [])
+        evidence = [f"schema: {c['text']}" for c in changes] + [f"the model expects: {c['text']}" for c in expected]
+    else:
+        old_cols = ctx.requests.get("old", {}).get("columns", {})
+        new_cols = ctx.requests.get("new", {}).get("columns", {})
+        added, removed = sorted(set(new_cols) - set(old_cols)), sorted(set(old_cols) - set(new_cols))
+        expected = []
+        evidence = ([f"columns added: {', '.join(added)}"] if added else []) + \
+                   ([f"columns removed: {', '.join(removed)}"] if removed else []) + \
+                   [f"column {c!r}: {_kind_text(old_cols[c])} -> {_kind_text(new_cols[c])}"
+                    for c in sorted(set(old_cols) & set(new_cols)) if _kind_text(old_cols[c]) != _kind_text(new_cols[c])]
+    if not evidence:
+        return None
     if broken:
         evidence.append(f"the old model cannot serve the new requests: {broken}")
-    weight = max(ctx.share("input"), 0.6 if broken else 0.2)
-    return Hypothesis("input.schema_change", ctx.base * weight, "The request schema changed", evidence,
-                      ["Check the client and feature pipeline changes that altered the schema"])
+    weight = max(ctx.share("input"), 0.6 if broken else 0.45 if expected else 0.2)
+    columns = sorted({c["column"] for c in (ctx.drift or {}).get("schema_changes", []) + list(expected)})
+    summary = "The request schema changed" + (f": {', '.join(columns[:5])}" if columns else "")
+    return Hypothesis("input.schema_change", ctx.base * weight, summary, evidence,
+                      ["Check the client and feature pipeline changes that altered the schema",
+                       "Validate requests against the model's expected schema at the edge (manifest inputs.schema)"])
 
 
 def library_change(ctx: Context) -> Hypothesis | None:

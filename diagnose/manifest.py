@@ -41,6 +41,7 @@ class Manifest:
     deployment: dict[str, Any] | None = None
     slo: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    input_schema: dict[str, Any] = field(default_factory=dict)  # inputs.schema: what the model expects of each column
 
     @property
     def version_dir(self) -> Path:
@@ -72,7 +73,7 @@ class Manifest:
             "version": self.version,
             "format": self.format,
             "artifact": self.artifact,
-            "inputs": {"requests": self.requests, "preprocess": self.preprocess},
+            "inputs": {"requests": self.requests, "preprocess": self.preprocess, "schema": self.input_schema or None},
             "serving": asdict(self.serving),
             "deployment": self.deployment,
             "slo": dict(self.slo),
@@ -125,6 +126,30 @@ def _mapping(raw: dict, name: str, path: Path, required: bool) -> dict:
     return value
 
 
+SCHEMA_KEYS = {"kind": str, "dtype": str, "rank": int, "shape": list, "nullable": bool}
+
+
+def _input_schema(value: Any, path: Path) -> dict:
+    """`inputs.schema`: column -> {kind, dtype, rank, shape, nullable}, each key optional (docs/drift.md)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise UserError(f"must be a mapping of column -> expectations, got {type(value).__name__}", path, "inputs.schema")
+    for column, spec in value.items():
+        key = f"inputs.schema.{column}"
+        if not isinstance(spec, dict):
+            raise UserError(f"must be a mapping, got {type(spec).__name__}", path, key)
+        for name, expected in spec.items():
+            if name not in SCHEMA_KEYS:
+                raise UserError(f"unknown key {name!r}; use {', '.join(SCHEMA_KEYS)}", path, key)
+            if not isinstance(expected, SCHEMA_KEYS[name]) or (name == "rank" and isinstance(expected, bool)):
+                raise UserError(f"must be {SCHEMA_KEYS[name].__name__}, got {expected!r}", path, f"{key}.{name}")
+            if name == "shape" and not all(d is None or (isinstance(d, int) and not isinstance(d, bool) and d > 0)
+                                           for d in expected):
+                raise UserError(f"must list positive integers or null (any size), got {expected!r}", path, f"{key}.{name}")
+    return {str(k): v for k, v in value.items()}
+
+
 def load_manifest(path: Path) -> Manifest:
     """Read and validate `path`; every problem is a UserError naming the key."""
     path = Path(path)
@@ -164,6 +189,7 @@ def load_manifest(path: Path) -> Manifest:
         module, _ = _module_ref(preprocess, path, "inputs.preprocess")
         _inside(version_dir, module.replace(".", "/") + ".py", path, "inputs.preprocess")
 
+    input_schema = _input_schema(inputs.get("schema"), path)
     serving_raw = _mapping(raw, "serving", path, required=False)
     serving = Serving(
         device=_choice(serving_raw, "device", "cpu", DEVICES, path, "serving.device"),
@@ -191,6 +217,7 @@ def load_manifest(path: Path) -> Manifest:
         deployment=deployment,
         slo=slo,
         description=str(raw.get("description") or ""),
+        input_schema=input_schema,
     )
     if not manifest.artifact_path.is_file():
         raise UserError(f"artifact not found: {manifest.artifact_path}", path, "artifact")

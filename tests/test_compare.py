@@ -159,7 +159,8 @@ def test_cell_that_cannot_run_is_reported_and_compare_goes_on(tiny_registry, tmp
     assert "could not run" in att["note"]
     assert att["model"] is not None and att["input"] is not None and att["interaction"] is None
     schema = next(h for h in report["hypotheses"] if h["cause"] == "input.schema_change")
-    assert any("columns added: extra" in line for line in schema["evidence"])
+    assert any("column 'extra'" in line and "added" in line for line in schema["evidence"]), schema["evidence"]
+    assert "extra" in schema["summary"]
     assert any("cannot serve the new requests" in line for line in schema["evidence"])
 
 

@@ -44,7 +44,14 @@ def test_longer_requests_are_an_input_shift(tmp_path):
     report = compare(tmp_path, "--old", "v1", "--new", "v3")
     assert report["verdict"] == "regression"
     assert report["attribution"]["input"]["share"] > 0.7
-    assert causes(report)[0] == "input.distribution_shift"
+    top = report["hypotheses"][0]
+    assert top["cause"] == "input.distribution_shift"
+    tie = report["drift"]["latency_tie"]
+    assert tie["status"] == "ok" and tie["feature"].startswith("text.") and tie["significant"]
+    assert 0.5 < tie["share"] < 1.5, tie["text"]
+    assert tie["feature"] in top["summary"] and "% of the change" in top["summary"]
+    assert any(f["feature"] == "text.chars" for f in report["drift"]["drifted"])
+    assert not report["drift"]["schema_changes"]
 
 
 def test_imgclf_thread_change_is_a_serving_config_change(tmp_path):
