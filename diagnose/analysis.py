@@ -16,6 +16,7 @@ from diagnose.attribution import NN, NO, ON, OO, attribute
 from diagnose.errors import UserError
 from diagnose.hypotheses import Context, rank
 from diagnose.runfolder import SAMPLES, check_complete, read_json
+from diagnose.verify import fix_section
 
 SCHEMA_VERSION = "1.0"
 THROTTLED_BENCHMARK = 0.05  # share of CFS periods throttled during the benchmark that earns a warning
@@ -49,7 +50,7 @@ def _summary_line(model: str, old: str, new: str, verdict: str, delta: stats.Del
 
 
 # absent when a stage was skipped (--no-profile) or the run folder predates the source
-OPTIONAL_SOURCES = ("cgroup", "gpu", "kubernetes", "prometheus", "profile")
+OPTIONAL_SOURCES = ("cgroup", "gpu", "kubernetes", "prometheus", "profile", "drift", "variants")
 
 
 def load_evidence(run_dir: Path) -> dict:
@@ -70,6 +71,32 @@ def _profile_section(profile: dict, rows: int = 10) -> dict | None:
         "tables": {name: table[:rows] for name, table in profile["tables"].items()},
         "traces": profile["traces"],
         "logdir": profile["logdir"],
+    }
+
+
+def _drift_section(run_dir: Path, drift: dict, samples: pd.DataFrame, seed: int) -> dict | None:
+    """Schema changes, drifted features, and how much of the latency change the input shift explains."""
+    from diagnose.drift_stage import SIZES_FILE
+    from diagnose.shift_latency import tie_to_latency
+
+    if drift.get("status") != "ok":
+        return None
+    sizes_path = run_dir / SIZES_FILE
+    if drift.get("identical"):
+        tie = {"status": "unavailable", "reason": "both versions replayed the same requests"}
+    elif sizes_path.exists():
+        tie = tie_to_latency(samples, pd.read_parquet(sizes_path), drift.get("drifted"), seed=seed)
+    else:
+        tie = {"status": "unavailable", "reason": f"{SIZES_FILE} is missing"}
+    features = drift.get("features") or []
+    return {
+        "identical": drift.get("identical"),
+        "schema_changes": drift.get("schema_changes") or [],
+        "expected_schema": drift.get("expected_schema") or [],
+        "drifted": [f for f in features if f.get("drift")],
+        "features_tested": sum(1 for f in features if f.get("status") == "ok"),
+        "settings": drift.get("settings"),
+        "latency_tie": tie,
     }
 
 
@@ -121,16 +148,18 @@ def analyze(run_dir: Path, allow_env_mismatch: bool = False) -> dict:
     if evidence["requests"].get("identical"):
         attribution["note"] = "both versions replayed the same requests: the input effect is zero by design"
     cell_summaries = _cell_summaries(samples)
+    drift = _drift_section(run_dir, evidence["drift"], samples, seed)
 
     ctx = Context(
         verdict=verdict, delta=delta.to_dict(), attribution=attribution,
         versions=evidence["versions"], requests=evidence["requests"], cells=cell_summaries,
-        environment_diff=env_diff, profile=_profile_section(evidence["profile"]),
+        environment_diff=env_diff, profile=_profile_section(evidence["profile"]), drift=drift,
         signals={name: evidence[name] for name in ("cgroup", "gpu", "kubernetes", "prometheus")},
     )
     hypotheses = [h.to_dict() for h in rank(ctx)]
 
     slo_p99 = evidence["versions"]["new"].get("slo", {}).get("p99_ms")
+    fix = fix_section(run_dir, evidence["versions"]["new"].get("slo", {}), seed)
     report = {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "diagnose", "version": __version__},
@@ -151,6 +180,8 @@ def analyze(run_dir: Path, allow_env_mismatch: bool = False) -> dict:
         "cells": cell_summaries,
         "hypotheses": hypotheses,
         "profile": ctx.profile,
+        "drift": drift,
+        "fix": fix,
         "collectors": {name: {k: v for k, v in evidence[name].items() if k in ("status", "reason", "source")}
                        for name in EVIDENCE_SOURCES + OPTIONAL_SOURCES},
         "slo": {"p99_ms": slo_p99, "old_within": bool(old_stats.p99_ms <= slo_p99) if slo_p99 else None,

@@ -36,6 +36,18 @@ COLLECT_EXAMPLES = """examples:
   diagnose collect v2 --model textclf --prometheus http://prometheus:9090 --out signals/
   diagnose compare --old v1 --new v2 --signals signals/   # use them later, or attach them to a ticket
 """
+DRIFT_EXAMPLES = """examples:
+  diagnose drift --old-requests logs/last_week.parquet --new-requests logs/today.parquet
+  diagnose drift --old v1 --new v3                        # the two versions' manifest requests
+  diagnose drift --old-requests a.csv --new-requests b.csv --method psi --json > drift.json
+"""
+OPTIMIZE_EXAMPLES = """examples:
+  diagnose optimize v2                                    # every variant of the default model's v2
+  diagnose optimize v2 --variants ort-all,ort-int8,torch-int8 --budget 20
+  diagnose optimize v2 --model imgclf --json > fix.json
+variants: torch-eager torch-int8 torch-compile ort-disabled ort-basic ort-extended ort-all
+  ort-transformers ort-int8 ort-int8-static ort-tuned tensorrt-fp16 tensorrt-int8
+"""
 ANALYZE_EXAMPLES = """examples:
   diagnose analyze runs/20261128T101500Z-textclf-v1-vs-v2
   diagnose analyze RUN_DIR --format markdown > incident.md
@@ -49,6 +61,26 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _variant_list(text: str) -> list[str]:
+    from profilers.variants import VARIANTS  # small: names only, no torch at import
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown variant(s) {', '.join(unknown) or text!r}; choose from {', '.join(VARIANTS)}")
+    return names
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text}")
     return value
 
 
@@ -90,6 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
                          help="recorded signals: nvidia-smi.csv, kubernetes/{pods,events,replicasets}.json (docs/signals.md)")
     compare.add_argument("--prometheus", metavar="URL",
                          help="Prometheus to query around the manifest's deployment.deployed_at (docs/signals.md)")
+    verify = compare.add_mutually_exclusive_group()
+    verify.add_argument("--verify", dest="verify", action="store_true", default=None,
+                        help="always build and time optimized variants of the new version (default: when the model side "
+                             "leads a regression)")
+    verify.add_argument("--no-verify", dest="verify", action="store_false", help="skip the verify stage")
+    compare.add_argument("--variants", type=_variant_list, metavar="A,B",
+                         help="variants for the verify stage (default torch-int8,ort-all,ort-int8,tensorrt-fp16)")
+    compare.add_argument("--verify-budget", type=_positive_float, default=12.0,
+                         help="seconds of measurement for the variants (default 12)")
     compare.add_argument("--json", action="store_true", help="print report.json to stdout instead of the summary")
     compare.set_defaults(handler=_compare)
 
@@ -131,6 +172,44 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("--out", type=Path, required=True, help="folder to write (usable as --signals)")
     collect.set_defaults(handler=_collect)
 
+    optimize = commands.add_parser(
+        "optimize", help="build optimized variants (ONNX Runtime, int8, TensorRT), check accuracy, time them",
+        description="Build optimized variants of a version, compare their outputs with the version's on its own "
+                    "requests (max/mean abs and rel error, cosine, top-1 agreement), time them side by side with the "
+                    "version, and print the Pareto table of latency against accuracy drop with a verdict.",
+        epilog=OPTIMIZE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    optimize.add_argument("version", metavar="VERSION")
+    _add_registry_options(optimize)
+    optimize.add_argument("--variants", type=_variant_list, metavar="A,B", help="variants to build (default: all)")
+    optimize.add_argument("--requests", type=Path, help="request log (default: the manifest's)")
+    optimize.add_argument("--budget", type=_positive_float, default=20.0, help="seconds of measurement (default 20)")
+    optimize.add_argument("--seed", type=int, default=0, help="seed for request order and bootstrap (default 0)")
+    optimize.add_argument("--out", type=Path, help="folder to write (default runs/<timestamp>-<model>-<version>-optimize)")
+    optimize.add_argument("--json", action="store_true", help="print the fix section as JSON")
+    optimize.set_defaults(handler=_optimize)
+
+    drift = commands.add_parser(
+        "drift", help="schema and distribution drift between two request logs",
+        description="Compare two request logs: schema changes column by column (added, removed, dtype, nulls, "
+                    "categories, list and tensor shapes), and per-feature distribution drift, size features included "
+                    "(text lengths, list lengths, image sizes, payload bytes), corrected for testing many features.",
+        epilog=DRIFT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    drift.add_argument("--old-requests", type=Path, help="baseline request log (.parquet/.csv)")
+    drift.add_argument("--new-requests", type=Path, help="request log to check")
+    drift.add_argument("--old", help="take the baseline requests from this version's manifest")
+    drift.add_argument("--new", help="take the new requests from this version's manifest")
+    _add_registry_options(drift)
+    drift.add_argument("--method", choices=("auto", "ks", "chisquare", "wasserstein", "jensenshannon", "psi"), default="auto",
+                       help="drift test for every feature (default auto: KS / chi-square up to 1000 rows, "
+                            "normed Wasserstein / Jensen-Shannon above)")
+    drift.add_argument("--alpha", type=_probability, default=0.05, help="family-wise error rate, Holm-corrected (default 0.05)")
+    drift.add_argument("--threshold", type=_positive_float, help="distance threshold (default 0.1; PSI 0.2)")
+    drift.add_argument("--out", type=Path, help="folder to save evidence/drift.json, request sizes and drift.md")
+    drift.add_argument("--json", action="store_true", help="print the whole drift report as JSON")
+    drift.set_defaults(handler=_drift)
+
     diff = commands.add_parser(
         "diff-traces", help="op-level diff of two profiler traces (files or folders)",
         description="Diff two PyTorch profiler (Kineto) traces, .json or .json.gz, recorded here or elsewhere: per "
@@ -162,7 +241,8 @@ def _compare(args: argparse.Namespace) -> int:
         old=args.old, new=args.new, model=args.model, registry=args.registry,
         old_requests=args.old_requests, new_requests=args.new_requests, budget_s=args.budget, seed=args.seed,
         factorial=not args.no_factorial, profile=not args.no_profile, out=args.out, signals=args.signals,
-        prometheus=args.prometheus, allow_env_mismatch=args.allow_env_mismatch,
+        prometheus=args.prometheus, allow_env_mismatch=args.allow_env_mismatch, verify=args.verify,
+        variants=tuple(args.variants) if args.variants else None, verify_budget_s=args.verify_budget,
         argv=tuple(sys.argv),
     )
     _, report = run_compare(options)
@@ -203,6 +283,22 @@ def _collect(args: argparse.Namespace) -> int:
         for line in evidence.summary:
             print(f"  {line}")
     print(f"saved in {args.out}; use it with: diagnose compare ... --signals {args.out}")
+    return EXIT_OK
+
+
+def _optimize(args: argparse.Namespace) -> int:
+    from diagnose.verify import optimize_command
+
+    sys.stdout.write(optimize_command(args.version, args.model, args.registry, args.requests, args.variants, args.budget,
+                                      args.seed, args.out, args.json))
+    return EXIT_OK
+
+
+def _drift(args: argparse.Namespace) -> int:
+    from diagnose.drift_stage import drift_command
+
+    sys.stdout.write(drift_command(args.old_requests, args.new_requests, args.old, args.new, args.model, args.registry,
+                                   args.method, args.alpha, args.threshold, args.out, args.json))
     return EXIT_OK
 
 

@@ -39,6 +39,9 @@ class CompareOptions:
     allow_env_mismatch: bool = False
     signals: Path | None = None
     prometheus: str | None = None
+    verify: bool | None = None  # None: when the model side leads a settled regression (verify.model_side_leads)
+    variants: tuple[str, ...] | None = None  # None: verify.COMPARE_VARIANTS
+    verify_budget_s: float = 12.0
     argv: tuple[str, ...] = ()
 
 
@@ -122,7 +125,7 @@ def run_compare(opts: CompareOptions) -> tuple[Path, dict]:
             runfolder.write_json(run_dir / "run.json", {
                 "command": list(opts.argv), "registry": registry.label, "model": model,
                 "old": opts.old, "new": opts.new, "budget_s": opts.budget_s, "seed": opts.seed,
-                "factorial": opts.factorial, "allow_env_mismatch": opts.allow_env_mismatch,
+                "factorial": opts.factorial, "allow_env_mismatch": opts.allow_env_mismatch, "verify": opts.verify,
                 "started_at": runfolder.utc_now(),
             })
             for side, manifest in manifests.items():
@@ -147,6 +150,8 @@ def _measure_and_report(opts, run_dir, manifests, paths, requests) -> tuple[Path
     from collectors.cgroup import CgroupReader, CgroupSampler
     from collectors.gpu import NvmlSampler
     from diagnose.analysis import analyze
+    from diagnose.drift_stage import expected_schema, record_drift
+    from diagnose.verify import COMPARE_VARIANTS, measure_variants, model_side_leads
     from profilers.harness import BenchmarkPlan, Cell, run_benchmark
     from profilers.runners import load_version
 
@@ -164,6 +169,9 @@ def _measure_and_report(opts, run_dir, manifests, paths, requests) -> tuple[Path
         "old": describe(requests["old"]) | {"path": str(paths["old"])},
         "new": describe(requests["new"]) | {"path": str(paths["new"])},
     })
+    with status("Comparing the request logs (schema, drift, request sizes)"):
+        expected = expected_schema(manifests["new"], loaded["new"].input_spec, list(requests["new"].columns))
+        record_drift(run_dir, requests["old"], requests["new"], expected)
     runfolder.write_json(evidence / "environment.json", {
         "status": "ok",
         "old": environment.for_sample_set(machine, manifests["old"].serving),
@@ -204,6 +212,10 @@ def _measure_and_report(opts, run_dir, manifests, paths, requests) -> tuple[Path
         with status("Profiling both versions on the same requests"):
             profile_pair(run_dir, loaded, requests["old"])
     report = analyze(run_dir, allow_env_mismatch=opts.allow_env_mismatch)
+    if opts.verify or (opts.verify is None and model_side_leads(report)):
+        measure_variants(run_dir, loaded["new"], requests["new"], list(opts.variants or COMPARE_VARIANTS),
+                         opts.verify_budget_s, opts.seed, old=loaded["old"], old_requests=requests["old"])
+        report = analyze(run_dir, allow_env_mismatch=opts.allow_env_mismatch)
     write_reports(run_dir, report)
     runfolder.finish(run_dir)
     return run_dir, report

@@ -21,9 +21,9 @@ def _enabled() -> bool:
 
 @contextmanager
 def status(description: str):
-    """A ticking "description 3.2s" line while the block runs."""
+    """A ticking "description 3.2s" line while the block runs; yields `say(text)`, which shows what it is on now."""
     if not _enabled():
-        yield
+        yield lambda text: None
         return
     from tqdm import tqdm
 
@@ -37,7 +37,7 @@ def status(description: str):
     ticker = threading.Thread(target=tick, daemon=True)
     ticker.start()
     try:
-        yield
+        yield lambda text: bar.set_description_str(f"{description}: {text}", refresh=False)
     finally:
         stop.set()
         ticker.join()

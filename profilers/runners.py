@@ -102,6 +102,9 @@ class LoadedVersion:
     param_count: int | None
     weight_bytes: int | None
     sync: Callable[[], None]
+    # what the artifact declares of each input: [{"name", "dtype", "shape" (None for a dynamic dim)}], or None when
+    # the format declares nothing (TorchScript, python)
+    input_spec: list[dict] | None = None
 
     def prepare(self, frame: pd.DataFrame) -> tuple:
         """Requests -> model inputs, on the serving device and in the serving precision."""
@@ -168,7 +171,26 @@ def _load_onnx(manifest: Manifest):
         feed = {n: (x.cpu().numpy() if hasattr(x, "cpu") else np.asarray(x)) for n, x in zip(names, inputs, strict=False)}
         return session.run(None, feed)
 
-    return run
+    spec = [{"name": i.name, "dtype": _ONNX_DTYPES.get(i.type, i.type),
+             "shape": [d if isinstance(d, int) and d > 0 else None for d in i.shape]} for i in session.get_inputs()]
+    return run, spec
+
+
+_ONNX_DTYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16",
+                "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(bool)": "bool", "tensor(uint8)": "uint8"}
+
+
+def _exported_spec(module) -> list[dict] | None:
+    """Placeholders of an exported program's module: their example dtypes and shapes, symbolic dims as None."""
+    import torch
+
+    spec = []
+    for node in getattr(getattr(module, "graph", None), "nodes", []):
+        value = node.meta.get("val") if node.op == "placeholder" else None
+        if isinstance(value, torch.Tensor):
+            spec.append({"name": node.name, "dtype": str(value.dtype).replace("torch.", ""),
+                         "shape": [d if isinstance(d, int) else None for d in value.shape]})
+    return spec or None
 
 
 def load_version(manifest: Manifest) -> LoadedVersion:
@@ -179,8 +201,8 @@ def load_version(manifest: Manifest) -> LoadedVersion:
         raise UserError("is 'cuda' but no CUDA device is available on this machine", manifest.path, "serving.device")
     preprocess = import_from_version(manifest, manifest.preprocess, "inputs.preprocess") if manifest.preprocess else None
     if manifest.format == "onnx":
-        model = _load_onnx(manifest)
-        return LoadedVersion(manifest, model, preprocess, None, manifest.artifact_path.stat().st_size, lambda: None)
+        model, spec = _load_onnx(manifest)
+        return LoadedVersion(manifest, model, preprocess, None, manifest.artifact_path.stat().st_size, lambda: None, spec)
     try:
         model = _load_torch(manifest)
     except UserError:
@@ -205,4 +227,5 @@ def load_version(manifest: Manifest) -> LoadedVersion:
             raise UserError(f"cannot serve this {manifest.format} artifact as {manifest.serving.precision} on "
                             f"{manifest.serving.device}: {exc}", manifest.path, "serving") from None
     sync = torch.cuda.synchronize if manifest.serving.device == "cuda" else (lambda: None)
-    return LoadedVersion(manifest, model, preprocess, params, weight_bytes, sync)
+    spec = _exported_spec(model) if manifest.format == "exported" else None
+    return LoadedVersion(manifest, model, preprocess, params, weight_bytes, sync, spec)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from reports.sections import render_fix
+
 
 def _ci(pair) -> str:
     return f"{pair[0]:.2f} .. {pair[1]:.2f}"
@@ -9,6 +11,32 @@ def _ci(pair) -> str:
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.1f}%"
+
+
+def _drift_lines(drift: dict | None) -> list[str]:
+    if not drift:
+        return []
+    lines = ["", "## Did the requests change?", ""]
+    if drift.get("identical"):
+        return lines + ["Both versions replayed the same request log."]
+    tie = drift["latency_tie"]
+    if tie["status"] == "ok":
+        lines.append(f"**Tied to latency:** {tie['text']}.")
+    else:
+        lines.append(f"Latency tie: not available ({tie['reason']}).")
+    changes = drift["schema_changes"] + [dict(c, text="model expects: " + c["text"]) for c in drift["expected_schema"]]
+    if changes:
+        lines += ["", f"Schema: {len(changes)} change(s):", ""] + [f"- {c['text']}" for c in changes]
+    else:
+        lines += ["", "Schema: unchanged."]
+    lines += ["", f"Drift: {len(drift['drifted'])} of {drift['features_tested']} features drifted."]
+    if drift["drifted"]:
+        lines += ["", "| feature | test | statistic | p (Holm) | old mean | new mean |", "|---|---|---:|---:|---:|---:|"]
+        for f in drift["drifted"][:10]:
+            p = "" if f.get("p_adjusted") is None else f"{f['p_adjusted']:.2g}"
+            means = [("" if f.get(k) is None else f"{f[k]:.4g}") for k in ("old_mean", "new_mean")]
+            lines.append(f"| {f['feature']} | {f['method']} | {f['statistic']:.3g} | {p} | {means[0]} | {means[1]} |")
+    return lines
 
 
 def render(report: dict) -> str:
@@ -65,6 +93,10 @@ def render(report: dict) -> str:
             lines += [f"| {r['key']} | {r['old_self_us'] / 1000:.2f} | {r['new_self_us'] / 1000:.2f} | "
                       f"{r['delta_self_us'] / 1000:+.2f} | {100 * r['share']:.0f}% |" for r in modules[:8]]
 
+    lines += _drift_lines(report.get("drift"))
+    if report.get("fix"):
+        lines += ["", "## Fix (optimized variants of the new version, measured side by side)", "",
+                  render_fix(report["fix"]).rstrip()]
     lines += ["", "## Likely causes", ""]
     if not report["hypotheses"]:
         lines.append("No cause is supported by the evidence collected.")

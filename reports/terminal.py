@@ -25,6 +25,13 @@ def render(report: dict, top: int = 3) -> str:
         lines.append("  attribution: " + ", ".join(parts))
     if att.get("note"):
         lines.append(f"  note: {att['note']}")
+    drift = report.get("drift")
+    if drift and not drift.get("identical"):
+        changes = [c["text"] for c in drift["schema_changes"]]
+        lines.append(f"  requests: {len(drift['drifted'])} of {drift['features_tested']} features drifted"
+                     + (f"; schema: {'; '.join(changes[:3])}" if changes else ""))
+        if drift["latency_tie"]["status"] == "ok":
+            lines.append(f"    tied to latency: {drift['latency_tie']['text']}")
     profile = report.get("profile")
     if profile and profile["findings"]:
         lines.append("  where the time went (profiler):")
@@ -33,6 +40,9 @@ def render(report: dict, top: int = 3) -> str:
         lines.append("  likely causes:")
         for hyp in report["hypotheses"][:top]:
             lines.append(f"    {hyp['score']:.2f}  {hyp['cause']}: {hyp['summary']}")
+    fix = report.get("fix")
+    if fix:
+        lines.append(f"  fix: {fix['verdict']}")
     for warning in report.get("warnings", []):
         lines.append(f"  warning: {warning}")
     lines.append(f"  run folder: {report['run']['dir']}")

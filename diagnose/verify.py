@@ -1,0 +1,267 @@
+"""The verify stage: build optimized variants of a version, measure their accuracy and latency, confirm a fix.
+
+A diagnosis ends with a fix confirmed by measurement. Variants (ONNX Runtime at each optimization level,
+int8 quantization, torch-native quantization and compilation, TensorRT on a GPU) are built by
+`profilers.variants`; here each one is checked against the version it came from on the version's own
+requests (Polygraphy-style tolerances, cosine, top-1 agreement), then timed by the same interleaved harness,
+side by side with the version itself and, in a compare, with the old version, so every ratio comes from one
+run. The stage saves `evidence/variants.json` and `variant_samples.parquet`; `fix_section` derives the
+Pareto table and the verdict from those files only, so `diagnose analyze` remakes it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from diagnose import runfolder, stats
+from diagnose.progress import Bar, status
+
+VARIANTS_FILE = "evidence/variants.json"
+VARIANT_SAMPLES = "variant_samples.parquet"
+# compare's stage builds the few variants most likely to win; `diagnose optimize` builds them all
+COMPARE_VARIANTS = ("torch-int8", "ort-all", "ort-int8", "tensorrt-fp16")
+ACCURACY_REQUESTS = 64
+SAMPLE_BATCHES = 8
+MIN_COSINE = 0.99  # slo.min_cosine
+MAX_ACCURACY_DROP = 0.01  # slo.max_accuracy_drop: top-1 agreement may fall this far below 100%
+
+
+def _batches(frame: pd.DataFrame, batch_size: int, limit: int) -> list[pd.DataFrame]:
+    rows = min(len(frame), limit * batch_size)
+    return [frame.iloc[i : i + batch_size] for i in range(0, rows - batch_size + 1, batch_size)] or [frame.iloc[:batch_size]]
+
+
+def _spread(frame: pd.DataFrame, count: int) -> pd.DataFrame:
+    """Rows spread evenly over the log: sample inputs of varied sizes, so dynamic axes show up in the export."""
+    picks = np.unique(np.linspace(0, len(frame) - 1, min(count, len(frame))).astype(int))
+    return frame.iloc[picks]
+
+
+def _accuracy(base, variant, batches: list[tuple]) -> dict:
+    import torch
+
+    from profilers.accuracy import compare_outputs
+
+    with torch.inference_mode():
+        reference = [base.model(*inputs) for inputs in batches]
+        candidate = [variant.runner(*inputs) for inputs in batches]
+    return compare_outputs(reference, candidate)
+
+
+def measure_variants(run_dir: Path, base, requests: pd.DataFrame, names: list[str] | None, budget_s: float,
+                     seed: int = 0, old=None, old_requests: pd.DataFrame | None = None,
+                     cache_dir: Path | None = None) -> dict:
+    """Build, check and time the variants of `base` (a LoadedVersion); write the evidence; return variants.json."""
+    import torch
+
+    from profilers.harness import BenchmarkPlan, Cell, run_benchmark
+    from profilers.variants import build_variants
+
+    torch.set_num_threads(base.manifest.serving.threads)
+    batch = base.manifest.serving.batch_size
+    sample_inputs = [base.prepare(f) for f in _batches(_spread(requests, SAMPLE_BATCHES * batch), batch, SAMPLE_BATCHES)]
+    with status(f"Building optimized variants of {base.manifest.version}") as say:
+        variants = build_variants(base, sample_inputs, names, cache_dir=cache_dir, on_progress=say)
+    accuracy_inputs = [base.prepare(f) for f in _batches(requests, batch, max(1, ACCURACY_REQUESTS // batch))]
+    entries = {}
+    with status(f"Checking variants' outputs on {len(accuracy_inputs) * batch} requests"):
+        for variant in variants:
+            entry = variant.to_dict()
+            if variant.status == "ok":
+                try:
+                    entry["accuracy"] = _accuracy(base, variant, accuracy_inputs)
+                except Exception as exc:  # one variant's failure never stops the others
+                    entry.update(status="failed", reason=f"accuracy run failed: {type(exc).__name__}: {exc}"[:300])
+            entries[variant.name] = entry
+
+    versions = {"new": base} | {v.name: v.as_loaded(base) for v in variants if entries[v.name]["status"] == "ok"
+                                and v.name != "torch-eager"}
+    cells = [Cell("new", "new")] + [Cell(name, "new") for name in versions if name != "new"]
+    request_sets = {"new": requests}
+    if old is not None:
+        versions["old"] = old
+        request_sets["old"] = old_requests
+        cells.insert(0, Cell("old", "old"))
+    plan = BenchmarkPlan(cells=tuple(cells), budget_s=budget_s, seed=seed)
+    with Bar(budget_s, f"Benchmarking {len(cells)} cells (variants side by side)") as bar:
+        result = run_benchmark(plan, versions, request_sets, on_progress=bar.update_to)
+    for key, reason in result.unavailable.items():
+        name = key.split("_model/")[0]
+        if name in entries:
+            entries[name].update(status="failed", reason=f"could not run the requests: {reason}")
+    runfolder.write_parquet(run_dir / VARIANT_SAMPLES, result.samples)
+    evidence = {
+        "status": "ok",
+        "version": base.manifest.version,
+        "old": old.manifest.version if old is not None else None,
+        "variants": [entries[v.name] for v in variants],
+        "cells": [c.key for c in cells],
+        "unavailable": result.unavailable,
+        "rounds": result.rounds,
+        "elapsed_s": round(result.elapsed_s, 3),
+        "budget_s": budget_s,
+        "accuracy_requests": len(accuracy_inputs) * batch,
+        "threads": base.manifest.serving.threads,
+    }
+    runfolder.write_json(run_dir / VARIANTS_FILE, evidence)
+    return evidence
+
+
+def _thresholds(slo: dict) -> dict:
+    return {"p99_ms": slo.get("p99_ms"), "min_cosine": slo.get("min_cosine", MIN_COSINE),
+            "max_accuracy_drop": slo.get("max_accuracy_drop", MAX_ACCURACY_DROP)}
+
+
+def _accuracy_ok(accuracy: dict | None, limits: dict) -> tuple[bool, str]:
+    if accuracy is None:
+        return True, "the version itself"
+    if accuracy["cosine"] is not None and accuracy["cosine"] < limits["min_cosine"]:
+        return False, f"cosine {accuracy['cosine']:.4f} < {limits['min_cosine']}"
+    top1 = accuracy.get("top1_agreement")
+    if top1 is not None and 1 - top1 > limits["max_accuracy_drop"] + 1e-12:
+        return False, f"top-1 agreement {100 * top1:.1f}% (drop > {100 * limits['max_accuracy_drop']:g}%)"
+    return True, "within the accuracy limits"
+
+
+def _pareto(rows: list[dict]) -> None:
+    """Mark the rows no other row beats on both p99 latency and accuracy drop."""
+    for row in rows:
+        row["pareto"] = not any(
+            other is not row and other["p99_ms"] <= row["p99_ms"] and other["accuracy_drop"] <= row["accuracy_drop"]
+            and (other["p99_ms"] < row["p99_ms"] or other["accuracy_drop"] < row["accuracy_drop"])
+            for other in rows
+        )
+
+
+def fix_section(run_dir: Path, slo: dict, seed: int = 0) -> dict | None:
+    """The `fix` section of report.json: per-variant latency and accuracy, the Pareto front, the verdict."""
+    path = Path(run_dir) / VARIANTS_FILE
+    if not path.exists():
+        return None
+    evidence = runfolder.read_json(path)
+    samples = pd.read_parquet(Path(run_dir) / VARIANT_SAMPLES)
+    cells = {key: group["latency_ms"].to_numpy() for key, group in samples.groupby("cell")}
+    limits = _thresholds(slo)
+    version, old_label = evidence["version"], evidence.get("old")
+    base = cells.get("new_model/new_requests")
+    old = cells.get("old_model/old_requests")
+    rows, failed = [], []
+    entries = [{"name": version, "family": "baseline", "status": "ok", "accuracy": None}] + evidence["variants"]
+    for entry in entries:
+        if entry["name"] == "torch-eager":
+            continue  # the version as loaded: the baseline row already is that
+        key = "new_model/new_requests" if entry["family"] == "baseline" else f"{entry['name']}_model/new_requests"
+        if entry["status"] != "ok" or key not in cells or base is None:
+            failed.append({"name": entry["name"], "status": entry["status"], "reason": entry.get("reason")
+                           or "not measured"})
+            continue
+        x = cells[key]
+        side = stats.summarize(x)
+        vs_new = stats.relative_change(base, x, seed=seed, n_boot=1000)
+        accuracy = entry.get("accuracy")
+        ok, why = _accuracy_ok(accuracy, limits)
+        top1 = accuracy.get("top1_agreement") if accuracy else None
+        drop = (1 - top1) if top1 is not None else (1 - accuracy["cosine"]) if accuracy else 0.0
+        row = {
+            "name": entry["name"], "family": entry["family"], "p50_ms": side.p50_ms, "p99_ms": side.p99_ms, "n": side.n,
+            "speedup_p50": float(np.median(base) / side.p50_ms), "speedup_p99": float(np.quantile(base, 0.99) / side.p99_ms),
+            "p50_pct_vs_new": vs_new.p50_pct, "p50_pct_vs_new_ci": list(vs_new.p50_pct_ci),
+            "faster": bool(vs_new.p50_pct_ci[1] < 0),
+            "accuracy": accuracy, "accuracy_drop": round(max(0.0, drop), 6), "accuracy_ok": ok, "accuracy_note": why,
+            "meets_slo": None if not limits["p99_ms"] else bool(side.p99_ms <= limits["p99_ms"]),
+            "build_s": entry.get("build_s"), "cached": entry.get("cached"), "details": entry.get("details", {}),
+        }
+        if old is not None:
+            vs_old = stats.relative_change(old, x, seed=seed, n_boot=1000)
+            row["p50_pct_vs_old"] = vs_old.p50_pct
+            row["p50_pct_vs_old_ci"] = list(vs_old.p50_pct_ci)
+            row["restores_old"] = bool(vs_old.p50_pct_ci[0] <= stats.EQUIVALENCE_PCT)
+        rows.append(row)
+    rows.sort(key=lambda r: (r["p50_ms"], r["name"]))
+    _pareto(rows)
+    section = {
+        "version": version, "old": old_label, "thresholds": limits, "variants": rows, "not_measured": failed,
+        "old_p50_ms": float(np.median(old)) if old is not None else None,
+        "rounds": evidence.get("rounds"), "accuracy_requests": evidence.get("accuracy_requests"),
+    }
+    section.update(_verdict(rows, limits, version, old_label))
+    return section
+
+
+def _verdict(rows: list[dict], limits: dict, version: str, old_label: str | None) -> dict:
+    candidates = [r for r in rows if r["family"] != "baseline" and r["accuracy_ok"] and r["faster"]]
+    slo = limits["p99_ms"]
+    good = [r for r in candidates if r["meets_slo"] is not False]
+    if old_label is not None:
+        restoring = [r for r in good if r.get("restores_old")]
+    else:
+        restoring = good
+    best = min(restoring or good or candidates, key=lambda r: (r["p99_ms"], r["name"]), default=None)
+    if best is None:
+        reasons = [f"{r['name']}: {r['accuracy_note']}" if not r["accuracy_ok"] else f"{r['name']}: not faster than {version}"
+                   for r in rows if r["family"] != "baseline"]
+        return {"status": "none", "best": None,
+                "verdict": "no variant meets the SLO: " + ("; ".join(reasons[:4]) if reasons else "no variant could be built")}
+    top1 = best["accuracy"].get("top1_agreement") if best["accuracy"] else None
+    quality = f"top-1 agreement {100 * top1:.1f}%" if top1 is not None else f"cosine {best['accuracy']['cosine']:.4f}"
+    speed = f"{best['speedup_p50']:.1f}x faster than {version} at p50"
+    slo_text = f"p99 {best['p99_ms']:.1f} ms <= SLO {slo:g} ms" if slo else f"p99 {best['p99_ms']:.1f} ms"
+    if best in restoring:
+        back = f", back to {old_label}'s latency ({best['p50_pct_vs_old']:+.1f}% at p50)" if old_label else ""
+        return {"status": "confirmed", "best": best["name"],
+                "verdict": f"fix confirmed: {best['name']} {slo_text}, {speed}{back}, {quality}"}
+    if best in good:
+        return {"status": "partial", "best": best["name"],
+                "verdict": f"partial fix: {best['name']} {slo_text}, {speed}, {quality}; still "
+                           f"{best['p50_pct_vs_old']:+.1f}% vs {old_label} at p50"}
+    return {"status": "none", "best": best["name"],
+            "verdict": f"no variant meets the SLO: the fastest within accuracy, {best['name']}, has p99 "
+                       f"{best['p99_ms']:.1f} ms > SLO {slo:g} ms ({speed}, {quality})"}
+
+
+def model_side_leads(report: dict) -> bool:
+    """Compare's default for the stage: a settled regression whose change is mostly the model's (a fix can help)."""
+    effect = (report.get("attribution") or {}).get("model") or {}
+    if report.get("verdict") != "regression":
+        return False
+    if not effect:  # no factorial: the model side is all there is to optimize
+        return True
+    return bool(effect.get("significant")) and (effect.get("share") or 0) >= 0.5
+
+
+def optimize_command(version: str, model: str | None, registry: str | None, requests_path: Path | None,
+                     names: list[str] | None, budget_s: float, seed: int, out: Path | None, as_json: bool) -> str:
+    """`diagnose optimize VERSION`: every variant built, checked and timed against the version; the Pareto table."""
+    import json
+    from datetime import datetime, timezone
+
+    from diagnose.errors import UserError
+    from diagnose.registry import resolve_registry
+    from diagnose.requestlog import load_requests
+    from profilers.runners import load_version
+    from reports.sections import render_fix
+
+    reg = resolve_registry(registry)
+    name = model or reg.default_model()
+    manifest = reg.manifest(name, version)
+    path = requests_path or manifest.requests_path
+    if path is None:
+        raise UserError("no requests: set inputs.requests or pass --requests", manifest.path, "inputs.requests")
+    requests = load_requests(path)
+    if out is None:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        out = Path("runs") / f"{stamp}-{name}-{version}-optimize"
+    runfolder.start(out)
+    with status(f"Loading {name} {version}"):
+        loaded = load_version(manifest)
+    measure_variants(out, loaded, requests, names, budget_s, seed)
+    fix = fix_section(out, dict(manifest.slo), seed)
+    runfolder.write_json(out / "fix.json", fix)
+    runfolder.write_text(out / "fix.md", f"# {name} {version}: optimized variants\n\n" + render_fix(fix))
+    runfolder.finish(out)
+    if as_json:
+        return json.dumps(fix, indent=2) + "\n"
+    return render_fix(fix) + f"\nrun folder: {out}\n"

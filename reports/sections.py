@@ -1,0 +1,57 @@
+"""Tables of a report's drift and fix sections, shared by report.md and the commands that print them.
+
+Plain text that is also valid Markdown, so the same lines serve the terminal and an incident report.
+"""
+
+from __future__ import annotations
+
+
+def render_drift(report: dict, rows: int = 15) -> str:
+    """Plain text (also valid Markdown): schema changes, then the feature table, drifted first."""
+    lines = []
+    paths = report.get("paths")
+    if paths:
+        lines.append(f"requests: {paths['old']} ({report['rows']['old']} rows) -> {paths['new']} ({report['rows']['new']} rows)")
+    if report.get("identical"):
+        lines.append("the two request logs are identical: no drift")
+    changes = report.get("schema_changes") or []
+    lines.append(f"schema changes: {len(changes)}" if changes else "schema: unchanged")
+    lines += [f"  - {c['text']}" for c in changes]
+    for finding in report.get("expected_schema") or []:
+        lines.append(f"  - model expects: {finding['text']}")
+    features = report.get("features") or []
+    drifted = report.get("drifted") or []
+    settings = report.get("settings", {})
+    lines.append(f"distribution drift: {len(drifted)} of {len(features)} features "
+                 f"(alpha {settings.get('alpha')} family-wise, {settings.get('correction')} correction; "
+                 f"distance threshold {settings.get('threshold')})")
+    lines.append(f"  {'feature':<28} {'method':<14} {'statistic':>10} {'p (adj.)':>10} {'old mean':>10} {'new mean':>10}  drift")
+    for f in features[:rows]:
+        p = "" if f.get("p_adjusted") is None else f"{f['p_adjusted']:.2g}"
+        stat = "" if f.get("statistic") is None else f"{f['statistic']:.3g}"
+        old_mean = "" if f.get("old_mean") is None else f"{f['old_mean']:.4g}"
+        new_mean = "" if f.get("new_mean") is None else f"{f['new_mean']:.4g}"
+        flag = "DRIFT" if f.get("drift") else ("skipped: " + str(f.get("reason")) if f.get("status") == "skipped" else "-")
+        lines.append(f"  {f['feature'][:28]:<28} {str(f.get('method'))[:14]:<14} {stat:>10} {p:>10} {old_mean:>10} "
+                     f"{new_mean:>10}  {flag}")
+    if len(features) > rows:
+        lines.append(f"  ... {len(features) - rows} more features (--json for all)")
+    return "\n".join(lines) + "\n"
+
+
+def render_fix(fix: dict) -> str:
+    """The Pareto table as plain text (valid Markdown), verdict first."""
+    lines = [fix["verdict"], "",
+             "| variant | p50 ms | p99 ms | x faster (p50) | max abs err | cosine | top-1 agree | accuracy | Pareto |",
+             "|---|---:|---:|---:|---:|---:|---:|---|---|"]
+    for r in fix["variants"]:
+        acc = r["accuracy"] or {}
+        top1 = acc.get("top1_agreement")
+        cells = [r["name"], f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['speedup_p50']:.2f}",
+                 "-" if not acc else f"{acc['max_abs']:.2g}", "-" if not acc else f"{acc['cosine']:.4f}",
+                 "-" if top1 is None else f"{100 * top1:.1f}%", "ok" if r["accuracy_ok"] else r["accuracy_note"],
+                 "yes" if r["pareto"] else ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    for f in fix["not_measured"]:
+        lines.append(f"| {f['name']} | {f['status']}: {f['reason']} |||||||||")
+    return "\n".join(lines) + "\n"
