@@ -11,6 +11,8 @@ Pareto table and the verdict from those files only, so `diagnose analyze` remake
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -40,21 +42,48 @@ def _spread(frame: pd.DataFrame, count: int) -> pd.DataFrame:
     return frame.iloc[picks]
 
 
-def _accuracy(base, variant, batches: list[tuple]) -> dict:
+def _accuracy(base, candidate, frames: list[pd.DataFrame]) -> dict:
+    """The candidate (a LoadedVersion) against the version, each through its own preprocessing, on the same requests."""
     import torch
 
     from profilers.accuracy import compare_outputs
 
     with torch.inference_mode():
-        reference = [base.model(*inputs) for inputs in batches]
-        candidate = [variant.runner(*inputs) for inputs in batches]
-    return compare_outputs(reference, candidate)
+        reference = [base.model(*base.prepare(frame)) for frame in frames]
+        candidate_out = [candidate.model(*candidate.prepare(frame)) for frame in frames]
+    return compare_outputs(reference, candidate_out)
+
+
+def _file_digest(manifest) -> str | None:
+    if not manifest.preprocess:
+        return None
+    file = manifest.version_dir / (manifest.preprocess.split(":")[0].replace(".", "/") + ".py")
+    return hashlib.sha256(file.read_bytes()).hexdigest() if file.is_file() else None
+
+
+def config_variants(base, old) -> list[tuple[str, object, dict]]:
+    """Fixes that are a config change, not a new artifact: the new model with the old version's preprocessing,
+    or with the old version's intra-op threads. Each is (name, LoadedVersion, details)."""
+    found = []
+    if (old.manifest.preprocess, _file_digest(old.manifest)) != (base.manifest.preprocess, _file_digest(base.manifest)):
+        found.append((f"{old.manifest.version}-preprocess", dataclasses.replace(base, preprocess=old.preprocess),
+                      {"change": f"preprocess of {old.manifest.version}: {old.manifest.preprocess}"}))
+    if old.manifest.serving.threads != base.manifest.serving.threads:
+        serving = dataclasses.replace(base.manifest.serving, threads=old.manifest.serving.threads)
+        found.append((f"{old.manifest.version}-threads",
+                      dataclasses.replace(base, manifest=dataclasses.replace(base.manifest, serving=serving)),
+                      {"change": f"serving.threads {base.manifest.serving.threads} -> {old.manifest.serving.threads}"}))
+    return found
 
 
 def measure_variants(run_dir: Path, base, requests: pd.DataFrame, names: list[str] | None, budget_s: float,
                      seed: int = 0, old=None, old_requests: pd.DataFrame | None = None,
                      cache_dir: Path | None = None) -> dict:
-    """Build, check and time the variants of `base` (a LoadedVersion); write the evidence; return variants.json."""
+    """Build, check and time the variants of `base` (a LoadedVersion); write the evidence; return variants.json.
+
+    With the old version, config variants (its preprocessing or threads on the new model) join the optimized
+    ones, and the old version on its own requests is timed alongside as the latency to get back to.
+    """
     import torch
 
     from profilers.harness import BenchmarkPlan, Cell, run_benchmark
@@ -65,21 +94,26 @@ def measure_variants(run_dir: Path, base, requests: pd.DataFrame, names: list[st
     sample_inputs = [base.prepare(f) for f in _batches(_spread(requests, SAMPLE_BATCHES * batch), batch, SAMPLE_BATCHES)]
     with status(f"Building optimized variants of {base.manifest.version}") as say:
         variants = build_variants(base, sample_inputs, names, cache_dir=cache_dir, on_progress=say)
-    accuracy_inputs = [base.prepare(f) for f in _batches(requests, batch, max(1, ACCURACY_REQUESTS // batch))]
-    entries = {}
-    with status(f"Checking variants' outputs on {len(accuracy_inputs) * batch} requests"):
-        for variant in variants:
-            entry = variant.to_dict()
-            if variant.status == "ok":
-                try:
-                    entry["accuracy"] = _accuracy(base, variant, accuracy_inputs)
-                except Exception as exc:  # one variant's failure never stops the others
-                    entry.update(status="failed", reason=f"accuracy run failed: {type(exc).__name__}: {exc}"[:300])
-            entries[variant.name] = entry
+    entries, candidates = {}, {}
+    for variant in variants:
+        entries[variant.name] = variant.to_dict()
+        if variant.status == "ok" and variant.name != "torch-eager":  # torch-eager is the version itself
+            candidates[variant.name] = variant.as_loaded(base)
+    for name, loaded, details in (config_variants(base, old) if old is not None else []):
+        entries[name] = {"name": name, "family": "config", "status": "ok", "reason": None, "build_s": 0.0,
+                         "cached": False, "artifact": None, "details": details}
+        candidates[name] = loaded
+    frames = _batches(requests, batch, max(1, ACCURACY_REQUESTS // batch))
+    with status(f"Checking variants' outputs on {len(frames) * batch} requests"):
+        for name in list(candidates):
+            try:
+                entries[name]["accuracy"] = _accuracy(base, candidates[name], frames)
+            except Exception as exc:  # one variant's failure never stops the others
+                entries[name].update(status="failed", reason=f"accuracy run failed: {type(exc).__name__}: {exc}"[:300])
+                del candidates[name]
 
-    versions = {"new": base} | {v.name: v.as_loaded(base) for v in variants if entries[v.name]["status"] == "ok"
-                                and v.name != "torch-eager"}
-    cells = [Cell("new", "new")] + [Cell(name, "new") for name in versions if name != "new"]
+    versions = {"new": base} | candidates
+    cells = [Cell("new", "new")] + [Cell(name, "new") for name in candidates]
     request_sets = {"new": requests}
     if old is not None:
         versions["old"] = old
@@ -97,13 +131,13 @@ def measure_variants(run_dir: Path, base, requests: pd.DataFrame, names: list[st
         "status": "ok",
         "version": base.manifest.version,
         "old": old.manifest.version if old is not None else None,
-        "variants": [entries[v.name] for v in variants],
+        "variants": list(entries.values()),
         "cells": [c.key for c in cells],
         "unavailable": result.unavailable,
         "rounds": result.rounds,
         "elapsed_s": round(result.elapsed_s, 3),
         "budget_s": budget_s,
-        "accuracy_requests": len(accuracy_inputs) * batch,
+        "accuracy_requests": len(frames) * batch,
         "threads": base.manifest.serving.threads,
     }
     runfolder.write_json(run_dir / VARIANTS_FILE, evidence)

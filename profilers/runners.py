@@ -163,6 +163,9 @@ def _load_onnx(manifest: Manifest):
     options = ort.SessionOptions()
     options.intra_op_num_threads = manifest.serving.threads
     options.inter_op_num_threads = 1
+    from profilers.variants import no_spinning
+
+    no_spinning(options)  # the old and new versions interleave on the same cores
     providers = ["CUDAExecutionProvider"] if manifest.serving.device == "cuda" else ["CPUExecutionProvider"]
     session = ort.InferenceSession(str(manifest.artifact_path), options, providers=providers)
     names = [i.name for i in session.get_inputs()]

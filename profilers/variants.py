@@ -414,7 +414,19 @@ def _session(ctx: _Context, path: Path, level: str, threads: int, parallel: bool
     options.inter_op_num_threads = inter_op
     options.execution_mode = ort.ExecutionMode.ORT_PARALLEL if parallel else ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3  # errors only: the fusion chatter of a quantized graph is not news
+    no_spinning(options)
     return ort.InferenceSession(str(path), options, providers=_providers(ctx))
+
+
+def no_spinning(options) -> None:
+    """Let ONNX Runtime's pool threads sleep when a run ends instead of spinning for more work.
+
+    The harness interleaves several runtimes on the same cores; a session whose threads spin after its run
+    steals those cores from the next cell (torch or another session), which measured as a 2x slowdown of every
+    cell on 2 cores. A serving process running one session would spin; here fairness between cells matters more.
+    """
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
 
 
 def _input_plan(session) -> list[tuple[str, int, Any]]:
@@ -464,7 +476,8 @@ def _verify(session, samples: list[tuple], reference: list) -> float:
 
 def _ort_details(session, level: str, threads: int, parallel: bool = False, inter_op: int = 1) -> dict:
     return {"graph_optimization_level": level, "intra_op_num_threads": threads, "inter_op_num_threads": inter_op,
-            "execution_mode": "parallel" if parallel else "sequential", "providers": session.get_providers()}
+            "execution_mode": "parallel" if parallel else "sequential", "providers": session.get_providers(),
+            "allow_spinning": False}
 
 
 def _module_bytes(module) -> int | None:
