@@ -129,8 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--no-verify", dest="verify", action="store_false", help="skip the verify stage")
     compare.add_argument("--variants", type=_variant_list, metavar="A,B",
                          help="variants for the verify stage (default torch-int8,ort-all,ort-int8,tensorrt-fp16)")
-    compare.add_argument("--verify-budget", type=_positive_float, default=12.0,
-                         help="seconds of measurement for the variants (default 12)")
+    compare.add_argument("--verify-budget", type=_positive_float,
+                         help="seconds of measurement for the variants (default: 12, or --budget when smaller)")
     compare.add_argument("--json", action="store_true", help="print report.json to stdout instead of the summary")
     compare.set_defaults(handler=_compare)
 

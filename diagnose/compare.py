@@ -41,7 +41,7 @@ class CompareOptions:
     prometheus: str | None = None
     verify: bool | None = None  # None: when the model side leads a settled regression (verify.model_side_leads)
     variants: tuple[str, ...] | None = None  # None: verify.COMPARE_VARIANTS
-    verify_budget_s: float = 12.0
+    verify_budget_s: float | None = None  # None: min(12 s, budget_s)
     argv: tuple[str, ...] = ()
 
 
@@ -213,8 +213,9 @@ def _measure_and_report(opts, run_dir, manifests, paths, requests) -> tuple[Path
             profile_pair(run_dir, loaded, requests["old"])
     report = analyze(run_dir, allow_env_mismatch=opts.allow_env_mismatch)
     if opts.verify or (opts.verify is None and model_side_leads(report)):
-        measure_variants(run_dir, loaded["new"], requests["new"], list(opts.variants or COMPARE_VARIANTS),
-                         opts.verify_budget_s, opts.seed, old=loaded["old"], old_requests=requests["old"])
+        budget = opts.verify_budget_s or min(12.0, opts.budget_s)
+        measure_variants(run_dir, loaded["new"], requests["new"], list(opts.variants or COMPARE_VARIANTS), budget,
+                         opts.seed, old=loaded["old"], old_requests=requests["old"])
         report = analyze(run_dir, allow_env_mismatch=opts.allow_env_mismatch)
     write_reports(run_dir, report)
     runfolder.finish(run_dir)
