@@ -30,8 +30,9 @@ def render(report: dict, top: int = 3) -> str:
         changes = [c["text"] for c in drift["schema_changes"]]
         lines.append(f"  requests: {len(drift['drifted'])} of {drift['features_tested']} features drifted"
                      + (f"; schema: {'; '.join(changes[:3])}" if changes else ""))
-        if drift["latency_tie"]["status"] == "ok":
-            lines.append(f"    tied to latency: {drift['latency_tie']['text']}")
+        tie = drift["latency_tie"]
+        if tie["status"] == "ok" and (drift["drifted"] or tie["significant"] and abs(tie.get("share") or 0) >= 0.1):
+            lines.append(f"    tied to latency: {tie['text']}")
     profile = report.get("profile")
     if profile and profile["findings"]:
         lines.append("  where the time went (profiler):")
@@ -42,7 +43,7 @@ def render(report: dict, top: int = 3) -> str:
             lines.append(f"    {hyp['score']:.2f}  {hyp['cause']}: {hyp['summary']}")
     fix = report.get("fix")
     if fix:
-        lines.append(f"  fix: {fix['verdict']}")
+        lines.append(f"  verify: {fix['verdict']}")
     for warning in report.get("warnings", []):
         lines.append(f"  warning: {warning}")
     lines.append(f"  run folder: {report['run']['dir']}")
