@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 from pathlib import Path
 
 from diagnose.errors import UserError
@@ -35,8 +34,8 @@ def diff_command(old: Path, new: Path, top: int, as_json: bool) -> str:
 def profile_command(version: str, model: str | None, registry: str | None, requests: Path | None, steps: int,
                     top: int, out: Path | None) -> str:
     from diagnose.progress import status
-    from diagnose.registry import resolve_registry
-    from diagnose.requestlog import load_requests
+    from diagnose.registry import version_with_requests
+    from diagnose.runfolder import new_dir
     from profilers.runners import load_version
     from profilers.torchprof import profile_version
     from profilers.tracediff import profile_summary
@@ -45,15 +44,9 @@ def profile_command(version: str, model: str | None, registry: str | None, reque
 
     if steps < 1:
         raise UserError(f"--steps must be at least 1, got {steps}")
-    reg = resolve_registry(registry)
-    name = model or reg.default_model()
-    manifest = reg.manifest(name, version)
-    source = requests or manifest.requests_path
-    if source is None:
-        raise UserError("no requests: set inputs.requests or pass --requests", manifest.path, "inputs.requests")
-    frame = load_requests(source)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    logdir = out or Path("runs") / f"{stamp}-{name}-{version}-profile"
+    manifest, frame = version_with_requests(registry, model, version, requests)
+    name = manifest.name
+    logdir = out or new_dir(Path("runs"), f"{name}-{version}-profile")
     with status(f"Profiling {name} {version}"):
         trace = profile_version(load_version(manifest), frame, logdir, version, steps=steps)
     summary = profile_summary(read_trace(trace), top=top)

@@ -82,3 +82,15 @@ def resolve_registry(option: str | None, cwd: Path | None = None) -> Registry:
     from fixtures.embedded import embedded_registry_root
 
     return Registry(embedded_registry_root(), embedded=True)
+
+
+def version_with_requests(registry: str | None, model: str | None, version: str, requests: Path | None):
+    """One version's manifest and request log (the manifest's, or `--requests`): what optimize and profile run on."""
+    from diagnose.requestlog import load_requests
+
+    found = resolve_registry(registry)
+    manifest = found.manifest(model or found.default_model(), version)
+    source = requests or manifest.requests_path
+    if source is None:
+        raise UserError("no requests: set inputs.requests or pass --requests", manifest.path, "inputs.requests")
+    return manifest, load_requests(source)

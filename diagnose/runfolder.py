@@ -68,8 +68,13 @@ def read_json(path: Path) -> Any:
 
 
 def new_run_dir(base: Path, model: str, old: str, new: str) -> Path:
+    return new_dir(base, f"{model}-{old}-vs-{new}")
+
+
+def new_dir(base: Path, label: str) -> Path:
+    """`base/<UTC timestamp>-<label>`, made unique; the label is reduced to safe file-name characters."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{model}-{old}-vs-{new}")
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", label)
     path = base / f"{stamp}-{slug}"
     suffix = 1
     while path.exists():

@@ -270,24 +270,14 @@ def optimize_command(version: str, model: str | None, registry: str | None, requ
                      names: list[str] | None, budget_s: float, seed: int, out: Path | None, as_json: bool) -> str:
     """`diagnose optimize VERSION`: every variant built, checked and timed against the version; the Pareto table."""
     import json
-    from datetime import datetime, timezone
 
-    from diagnose.errors import UserError
-    from diagnose.registry import resolve_registry
-    from diagnose.requestlog import load_requests
+    from diagnose.registry import version_with_requests
     from profilers.runners import load_version
     from reports.sections import render_fix
 
-    reg = resolve_registry(registry)
-    name = model or reg.default_model()
-    manifest = reg.manifest(name, version)
-    path = requests_path or manifest.requests_path
-    if path is None:
-        raise UserError("no requests: set inputs.requests or pass --requests", manifest.path, "inputs.requests")
-    requests = load_requests(path)
-    if out is None:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        out = Path("runs") / f"{stamp}-{name}-{version}-optimize"
+    manifest, requests = version_with_requests(registry, model, version, requests_path)
+    name = manifest.name
+    out = out or runfolder.new_dir(Path("runs"), f"{name}-{version}-optimize")
     runfolder.start(out)
     with status(f"Loading {name} {version}"):
         loaded = load_version(manifest)

@@ -51,7 +51,8 @@ def test_longer_requests_are_an_input_shift(tmp_path):
     assert 0.5 < tie["share"] < 1.5, tie["text"]
     assert tie["feature"] in top["summary"] and "% of the change" in top["summary"]
     assert any(f["feature"] == "text.chars" for f in report["drift"]["drifted"])
-    assert not report["drift"]["schema_changes"]
+    assert {c["change"] for c in report["drift"]["schema_changes"]} == {"length"}  # longer texts, same columns
+    assert "input.schema_change" not in causes(report)
 
 
 def test_imgclf_thread_change_is_a_serving_config_change(tmp_path):
