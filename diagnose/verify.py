@@ -252,7 +252,7 @@ def _verdict(rows: list[dict], limits: dict, version: str, old_label: str | None
                 "verdict": f"partial fix: {best['name']} {slo_text}, {speed}, {quality}; still "
                            f"{best['p50_pct_vs_old']:+.1f}% vs {old_label} at p50"}
     return {"status": "none", "best": best["name"],
-            "verdict": f"no variant meets the SLO: the fastest within accuracy, {best['name']}, has p99 "
+            "verdict": f"no variant meets the SLO: the lowest p99 within accuracy, {best['name']}'s, is "
                        f"{best['p99_ms']:.1f} ms > SLO {slo:g} ms ({speed}, {quality})"}
 
 

@@ -38,6 +38,12 @@ def test_default_pair_is_a_preprocessing_regression(tmp_path):
     top = report["hypotheses"][0]
     assert top["cause"] == "preprocessing.change" and top["score"] > 0.7
     assert any("128]" in line for line in top["evidence"]), top["evidence"]
+    # the verify stage ran (the model side leads) and measured the config fix beside the ONNX Runtime variants
+    fix = report["fix"]
+    rows = {r["name"]: r for r in fix["variants"]}
+    assert {"v2", "v1-preprocess", "ort-all"} <= set(rows), fix
+    assert rows["v1-preprocess"]["accuracy"]["top1_agreement"] == 1.0 and rows["v1-preprocess"]["faster"]
+    assert fix["status"] in ("confirmed", "partial", "none") and fix["verdict"]
 
 
 def test_longer_requests_are_an_input_shift(tmp_path):
@@ -56,14 +62,14 @@ def test_longer_requests_are_an_input_shift(tmp_path):
 
 
 def test_imgclf_thread_change_is_a_serving_config_change(tmp_path):
-    report = compare(tmp_path, "--model", "imgclf", "--old", "v1", "--new", "v2")
+    report = compare(tmp_path, "--model", "imgclf", "--old", "v1", "--new", "v2", "--no-verify")
     assert report["verdict"] == "regression"
     assert causes(report)[0] == "serving.config_change"
     assert "threads 2 -> 1" in report["hypotheses"][0]["summary"]
 
 
 def test_recsys_larger_ranker_is_a_compute_increase(tmp_path):
-    report = compare(tmp_path, "--model", "recsys", "--old", "v1", "--new", "v2")
+    report = compare(tmp_path, "--model", "recsys", "--old", "v1", "--new", "v2", "--no-verify")
     assert report["verdict"] == "regression"
     assert causes(report)[0] == "model.compute_increase"
 

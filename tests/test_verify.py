@@ -69,7 +69,7 @@ def test_faster_but_over_the_slo_is_an_honest_no(tmp_path):
            [{"name": "ort-all", "accuracy": _accuracy()}])
     fix = fix_section(tmp_path, {"p99_ms": 50})
     assert fix["status"] == "none" and fix["best"] == "ort-all"
-    assert fix["verdict"].startswith("no variant meets the SLO: the fastest within accuracy, ort-all, has p99")
+    assert fix["verdict"].startswith("no variant meets the SLO: the lowest p99 within accuracy, ort-all's, is ")
 
 
 def test_within_the_slo_but_slower_than_the_old_version_is_partial(tmp_path):
