@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from fixtures.synthetic_trace import write_synthetic_trace
+
 ROOT = Path(__file__).resolve().parent.parent
 TRACES = ROOT.parent / "shared" / "data" / "traces"
 REAL = ["hta/trace_diff/control/control.json.gz", "hta/trace_diff/test/test.json.gz"]
@@ -65,38 +67,6 @@ def measure(mode: str, path: Path) -> dict:
     if r.returncode != 0:
         raise SystemExit(f"{mode} parse of {path} failed: {r.stderr.strip()[-2000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
-
-
-def write_synthetic(path: Path, n_events: int) -> int:
-    """A gzipped Kineto-like trace of about n_events: per op a cpu_op (with shapes and a call stack) enclosing a
-    cudaLaunchKernel, its kernel and a flow start event; a ProfilerStep annotation every 2,000 ops."""
-    ops = max(1, n_events // 4)
-    stack = "model.py(42): forward;torch/nn/modules/module.py(1501): _call_impl;" * 3
-    written = 0
-    with gzip.open(path, "wt", compresslevel=1) as fh:
-        fh.write('{"schemaVersion": 1, "deviceProperties": [{"id": 0, "name": "NVIDIA H100"}], '
-                 '"distributedInfo": {"backend": "nccl", "rank": 0, "world_size": 1}, "traceEvents": [\n')
-        for start in range(0, ops, 10_000):
-            parts = []
-            for i in range(start, min(start + 10_000, ops)):
-                ts = 1_700_000_000_000_000 + i * 20
-                if i % 2000 == 0:
-                    parts.append(f'{{"ph":"X","cat":"user_annotation","name":"ProfilerStep#{i // 2000}","pid":1,"tid":1,'
-                                 f'"ts":{ts},"dur":39999}}')
-                parts.append(f'{{"ph":"X","cat":"cpu_op","name":"aten::op{i % 50}","pid":1,"tid":1,"ts":{ts + 1},"dur":15,'
-                             f'"args":{{"External id":{i},"Input Dims":[[{i % 7},3]],"Input type":["float"],'
-                             f'"Trace name":"PyTorch Profiler","Call stack":"{stack}"}}}}')
-                parts.append(f'{{"ph":"X","cat":"cuda_runtime","name":"cudaLaunchKernel","pid":1,"tid":1,"ts":{ts + 5},'
-                             f'"dur":4,"args":{{"External id":{i},"cbid":211,"correlation":{i}}}}}')
-                parts.append(f'{{"ph":"X","cat":"kernel","name":"kernel_{i % 30}","pid":0,"tid":7,"ts":{ts + 12}.5,'
-                             f'"dur":6.25,"args":{{"External id":{i},"device":0,"stream":7,"correlation":{i},'
-                             f'"grid":[64,1,1],"block":[128,1,1]}}}}')
-                parts.append(f'{{"ph":"s","id":{i},"pid":1,"tid":1,"ts":{ts + 5},"cat":"ac2g","name":"ac2g"}}')
-            written += len(parts)
-            fh.write(",\n".join(parts))
-            fh.write(",\n" if start + 10_000 < ops else "\n")
-        fh.write('], "traceName": "synthetic", "displayTimeUnit": "ms"}\n')
-    return written
 
 
 def decoded_size(path: Path) -> int:
@@ -145,7 +115,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         syn = Path(tmp) / "synthetic.pt.trace.json.gz"
         started = time.perf_counter()
-        n = write_synthetic(syn, args.events)
+        n = write_synthetic_trace(syn, args.events)
         print(f"  wrote synthetic trace: {n:,} events, {syn.stat().st_size / 2**20:.0f} MiB gzipped, "
               f"{time.perf_counter() - started:.1f} s", file=sys.stderr)
         run(f"synthetic {n:,} events (gz)", syn)

@@ -24,6 +24,7 @@ import pandas as pd
 import pytest
 
 from diagnose.errors import UserError
+from fixtures.synthetic_trace import write_synthetic_trace
 from profilers import traces
 from profilers.traces import CATEGORIES, IJSON_BACKEND, Trace, TraceError, find_trace_files, nest, read_trace
 
@@ -715,37 +716,6 @@ def test_missing_file_and_folder(tmp_path):
 
 # ----------------------------------------------------------------------------------------------------
 # streaming: memory bounded by the kept events, not by the file
-
-
-def write_synthetic_trace(path: Path, n_events: int) -> int:
-    """A Kineto-like trace of about n_events: per op a cpu_op enclosing a cudaLaunchKernel, its kernel and a
-    flow event; a ProfilerStep every 2,000 ops. Written in chunks, never held whole."""
-    ops = n_events // 4
-    stack = "model.py(42): forward;torch/nn/modules/module.py(1501): _call_impl;" * 3
-    written = 0
-    with open(path, "w") as fh:
-        fh.write('{"schemaVersion": 1, "deviceProperties": [{"id": 0, "name": "NVIDIA H100"}], '
-                 '"distributedInfo": {"rank": 0, "world_size": 1}, "traceEvents": [\n')
-        for start in range(0, ops, 10_000):
-            parts = []
-            for i in range(start, min(start + 10_000, ops)):
-                ts = 1_700_000_000_000_000 + i * 20
-                if i % 2000 == 0:
-                    parts.append(f'{{"ph":"X","cat":"user_annotation","name":"ProfilerStep#{i // 2000}","pid":1,"tid":1,'
-                                 f'"ts":{ts},"dur":39999}}')
-                parts.append(f'{{"ph":"X","cat":"cpu_op","name":"aten::op{i % 50}","pid":1,"tid":1,"ts":{ts + 1},"dur":15,'
-                             f'"args":{{"External id":{i},"Input Dims":[[{i % 7},3]],"Trace name":"PyTorch Profiler",'
-                             f'"Call stack":"{stack}"}}}}')
-                parts.append(f'{{"ph":"X","cat":"cuda_runtime","name":"cudaLaunchKernel","pid":1,"tid":1,"ts":{ts + 5},'
-                             f'"dur":4,"args":{{"correlation":{i}}}}}')
-                parts.append(f'{{"ph":"X","cat":"kernel","name":"kernel_{i % 30}","pid":0,"tid":7,"ts":{ts + 12}.5,'
-                             f'"dur":6.25,"args":{{"device":0,"stream":7,"correlation":{i}}}}}')
-                parts.append(f'{{"ph":"s","id":{i},"pid":1,"tid":1,"ts":{ts + 5},"cat":"ac2g","name":"ac2g"}}')
-            written += len(parts)
-            fh.write(",\n".join(parts))
-            fh.write(",\n" if start + 10_000 < ops else "\n")
-        fh.write('], "traceName": "synthetic", "displayTimeUnit": "ms"}\n')
-    return written
 
 
 _RSS_PROBE = """
