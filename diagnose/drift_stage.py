@@ -42,20 +42,28 @@ def expected_schema(manifest, input_spec: list[dict] | None, columns: list[str])
 
 
 def record_drift(run_dir: Path, old: pd.DataFrame, new: pd.DataFrame, expected: dict | None = None) -> dict:
-    """Write drift.json and request_sizes.parquet into the run folder; return drift.json's content."""
-    from collectors.drift import drift_report, size_features
+    """The compare's stage: drift.json and request_sizes.parquet in the run folder; a failure is recorded there."""
+    from collectors.drift import drift_report
 
     try:
         report = drift_report(old, new, expected=expected or None)
-        sizes = pd.concat([
-            size_features(frame).reset_index(drop=True).assign(side=side, request_index=range(len(frame)))
-            for side, frame in (("old", old), ("new", new))
-        ], ignore_index=True)
-        runfolder.write_parquet(run_dir / SIZES_FILE, sizes)
+        save_drift(run_dir, old, new, report)
     except Exception as exc:  # a failing source is recorded, never a crash
         report = {"status": "error", "reason": f"{type(exc).__name__}: {exc}"}
-    runfolder.write_json(run_dir / DRIFT_FILE, report)
+        runfolder.write_json(run_dir / DRIFT_FILE, report)
     return report
+
+
+def save_drift(run_dir: Path, old: pd.DataFrame, new: pd.DataFrame, report: dict) -> None:
+    """Write a drift report and each request's size features (keyed by side and row) into `run_dir`."""
+    from collectors.drift import size_features
+
+    sizes = pd.concat([
+        size_features(frame).reset_index(drop=True).assign(side=side, request_index=range(len(frame)))
+        for side, frame in (("old", old), ("new", new))
+    ], ignore_index=True)
+    runfolder.write_parquet(run_dir / SIZES_FILE, sizes)
+    runfolder.write_json(run_dir / DRIFT_FILE, report)
 
 
 def drift_command(old_requests: Path | None, new_requests: Path | None, old: str | None, new: str | None,
@@ -90,11 +98,8 @@ def drift_command(old_requests: Path | None, new_requests: Path | None, old: str
     report = drift_report(frames["old"], frames["new"], method=method, alpha=alpha, threshold=threshold, expected=expected)
     report["paths"] = {side: str(path) for side, path in paths.items()}
     if out is not None:
-        out = Path(out)
-        record_drift(out, frames["old"], frames["new"], expected)
-        report = runfolder.read_json(out / DRIFT_FILE) | {"paths": report["paths"]}
-        runfolder.write_json(out / DRIFT_FILE, report)
-        runfolder.write_text(out / "drift.md", render_drift(report))
+        save_drift(Path(out), frames["old"], frames["new"], report)
+        runfolder.write_text(Path(out) / "drift.md", render_drift(report))
     if as_json:
         return json.dumps(report, indent=2) + "\n"
     return render_drift(report) + (f"\nsaved in {out}\n" if out is not None else "")

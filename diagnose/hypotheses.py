@@ -259,9 +259,8 @@ def input_distribution_shift(ctx: Context) -> Hypothesis | None:
     evidence = [ctx.effect_text("input")]
     if tie:
         evidence.append(f"tied to latency: {tie['text']}")
-    drifted = [f for f in (ctx.drift or {}).get("drifted", [])]
     # size features first: they are what moves latency
-    drifted.sort(key=lambda f: (not f.get("derived"), f["feature"]))
+    drifted = sorted((ctx.drift or {}).get("drifted", []), key=lambda f: (not f.get("derived"), f["feature"]))
     evidence += [f"drift: {f['text']}" for f in drifted[:4]]
     if ctx.drift is None:  # a run folder without the drift stage: fall back on the request logs' lengths
         for column, old_col in ctx.requests.get("old", {}).get("columns", {}).items():

@@ -42,16 +42,12 @@ def _spread(frame: pd.DataFrame, count: int) -> pd.DataFrame:
     return frame.iloc[picks]
 
 
-def _accuracy(base, candidate, frames: list[pd.DataFrame]) -> dict:
-    """The candidate (a LoadedVersion) against the version, each through its own preprocessing, on the same requests."""
+def _outputs(version, frames: list[pd.DataFrame]) -> list:
+    """A version's raw outputs on the frames, each through its own preprocessing."""
     import torch
 
-    from profilers.accuracy import compare_outputs
-
     with torch.inference_mode():
-        reference = [base.model(*base.prepare(frame)) for frame in frames]
-        candidate_out = [candidate.model(*candidate.prepare(frame)) for frame in frames]
-    return compare_outputs(reference, candidate_out)
+        return [version.model(*version.prepare(frame)) for frame in frames]
 
 
 def _file_digest(manifest) -> str | None:
@@ -103,11 +99,14 @@ def measure_variants(run_dir: Path, base, requests: pd.DataFrame, names: list[st
         entries[name] = {"name": name, "family": "config", "status": "ok", "reason": None, "build_s": 0.0,
                          "cached": False, "artifact": None, "details": details}
         candidates[name] = loaded
+    from profilers.accuracy import compare_outputs
+
     frames = _batches(requests, batch, max(1, ACCURACY_REQUESTS // batch))
     with status(f"Checking variants' outputs on {len(frames) * batch} requests"):
+        reference = _outputs(base, frames)  # once: every variant is held against the same outputs
         for name in list(candidates):
             try:
-                entries[name]["accuracy"] = _accuracy(base, candidates[name], frames)
+                entries[name]["accuracy"] = compare_outputs(reference, _outputs(candidates[name], frames))
             except Exception as exc:  # one variant's failure never stops the others
                 entries[name].update(status="failed", reason=f"accuracy run failed: {type(exc).__name__}: {exc}"[:300])
                 del candidates[name]
