@@ -18,8 +18,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from diagnose.core.requestlog import load_requests  # noqa: E402
 from diagnose.registry import resolve_registry  # noqa: E402
-from diagnose.requestlog import load_requests  # noqa: E402
 from profilers.runners import load_version  # noqa: E402
 from profilers.torchprof import module_annotations  # noqa: E402
 

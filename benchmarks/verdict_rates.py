@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from diagnose import stats  # noqa: E402
 from diagnose.compare import verdict_settled  # noqa: E402
-from diagnose.manifest import load_manifest  # noqa: E402
+from diagnose.core.manifest import load_manifest  # noqa: E402
 from profilers.harness import BenchmarkPlan, Cell, run_benchmark  # noqa: E402
 from profilers.runners import load_version  # noqa: E402
 

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from collectors.base import Evidence
+from diagnose.core.evidence import Evidence
 
 SOURCE = "cgroup"
 # v1 reports "no limit" as PAGE_COUNTER_MAX pages in bytes (9223372036854771712 on 4 KiB pages); anything

@@ -9,7 +9,7 @@ says what changed in the requests themselves, in two layers:
 - the distributions (Evidently's default test selection): every number, bool and categorical column and every
   size feature (text length, list length, image dims, payload bytes) gets a two-sample test or a distance.
 
-Unlike `diagnose.requestlog.load_requests`, nothing here refuses nulls or odd cells: a null appearing or a
+Unlike `diagnose.core.requestlog.load_requests`, nothing here refuses nulls or odd cells: a null appearing or a
 column turning all-null is a finding, never a crash (Evidently#1480), and identical samples give exactly no
 drift, ties included (Evidently#171), because every statistic is exactly zero on equal inputs.
 
@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from diagnose.errors import UserError
+from diagnose.core.errors import UserError
 
 ALPHA = 0.05  # family-wise, Holm-corrected over all p-value tests of one report
 SMALL_SAMPLE = 1000  # Evidently: <= 1000 rows in the reference -> statistical tests, above -> distances

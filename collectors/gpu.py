@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from collectors.base import Evidence
-from diagnose.errors import UserError
+from diagnose.core.errors import UserError
+from diagnose.core.evidence import Evidence
 
 SOURCE = "gpu"
 

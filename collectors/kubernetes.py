@@ -25,7 +25,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
-from collectors.base import Evidence
+from diagnose.core.evidence import Evidence
 
 SOURCE = "kubernetes"
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
@@ -466,7 +466,7 @@ def kubernetes_evidence(pods: list[dict], events: list[dict], replicasets: list[
 
 
 def _read_list(path: Path, key: str) -> list[dict]:
-    from diagnose.errors import UserError
+    from diagnose.core.errors import UserError
 
     try:
         doc = json.loads(path.read_text())
@@ -492,7 +492,7 @@ def read_offline(folder, *, deployed_at=None, container: str | None = None, sele
     """`pods.json` and `events.json` (required), `replicasets.json` and `node-events.json` (optional) -> Evidence.
 
     Bad JSON, a file that is not a List, or a missing required file -> UserError naming the file."""
-    from diagnose.errors import UserError
+    from diagnose.core.errors import UserError
 
     folder = Path(folder)
     lists: dict[str, list[dict] | None] = {}
@@ -514,7 +514,7 @@ def read_offline(folder, *, deployed_at=None, container: str | None = None, sele
 def save_offline(folder, pods: list[dict], events: list[dict], replicasets: list[dict] | None = None,
                  node_events: list[dict] | None = None) -> list[Path]:
     """Write the lists as `kubectl get ... -o json` prints them (a `List`, items with kind and apiVersion)."""
-    from diagnose.runfolder import write_text
+    from diagnose.core.runfolder import write_text
 
     folder = Path(folder)
     written = []

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from diagnose.errors import UserError
+from diagnose.core.errors import UserError
 
 # (metric name as written on the sample line, label pairs sorted by name)
 Labels = tuple[tuple[str, str], ...]
@@ -398,7 +398,7 @@ def format_openmetrics(series: dict[SeriesKey, Series], types: dict[str, str] | 
 def write_openmetrics(path, series: dict[SeriesKey, Series], types: dict[str, str] | None = None,
                       help: dict[str, str] | None = None) -> Path:
     """Write series as an OpenMetrics file (atomically), the form `read_openmetrics` and promtool read."""
-    from diagnose.runfolder import write_text
+    from diagnose.core.runfolder import write_text
 
     path = Path(path)
     write_text(path, format_openmetrics(series, types, help))

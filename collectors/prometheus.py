@@ -46,9 +46,9 @@ from pathlib import Path
 
 import numpy as np
 
-from collectors.base import Evidence
 from collectors.openmetrics import MAX_SERIES_PER_METRIC, Series, SeriesKey, read_openmetrics, write_openmetrics
-from diagnose.errors import UserError
+from diagnose.core.errors import UserError
+from diagnose.core.evidence import Evidence
 
 SOURCE = "prometheus"
 METRICS_FILE = "metrics.om"

@@ -13,9 +13,9 @@ import pandas as pd
 from collectors.environment import mismatches
 from diagnose import __version__, stats
 from diagnose.attribution import NN, NO, ON, OO, attribute
-from diagnose.errors import UserError
+from diagnose.core.errors import UserError
+from diagnose.core.runfolder import SAMPLES, check_complete, read_json
 from diagnose.hypotheses import Context, rank
-from diagnose.runfolder import SAMPLES, check_complete, read_json
 from diagnose.verify import fix_section
 
 SCHEMA_VERSION = "1.0"

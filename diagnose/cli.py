@@ -253,7 +253,7 @@ def _compare(args: argparse.Namespace) -> int:
 def _analyze(args: argparse.Namespace) -> int:
     from diagnose.analysis import analyze
     from diagnose.compare import write_reports
-    from diagnose.runfolder import finish
+    from diagnose.core.runfolder import finish
 
     report = analyze(args.run_dir, allow_env_mismatch=args.allow_env_mismatch)
     write_reports(args.run_dir, report)
@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USER
-    from diagnose.errors import UserError
+    from diagnose.core.errors import UserError
 
     try:
         return args.handler(args)

@@ -13,13 +13,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from diagnose import runfolder, stats
+from diagnose import stats
 from diagnose.attribution import NN, OO
-from diagnose.errors import UserError
-from diagnose.manifest import Manifest
-from diagnose.progress import Bar, status
+from diagnose.core import runfolder
+from diagnose.core.errors import UserError
+from diagnose.core.manifest import Manifest
+from diagnose.core.progress import Bar, status
+from diagnose.core.requestlog import describe, load_requests
 from diagnose.registry import resolve_registry
-from diagnose.requestlog import describe, load_requests
 
 
 @dataclass(frozen=True)
@@ -146,10 +147,10 @@ def run_compare(opts: CompareOptions) -> tuple[Path, dict]:
 
 def _measure_and_report(opts, run_dir, manifests, paths, requests) -> tuple[Path, dict]:
     from collectors import environment
-    from collectors.base import collect_safely
     from collectors.cgroup import CgroupReader, CgroupSampler
     from collectors.gpu import NvmlSampler
     from diagnose.analysis import analyze
+    from diagnose.core.evidence import collect_safely
     from diagnose.drift_stage import expected_schema, record_drift
     from diagnose.verify import COMPARE_VARIANTS, measure_variants, model_side_leads
     from profilers.harness import BenchmarkPlan, Cell, run_benchmark

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from diagnose import runfolder
-from diagnose.errors import UserError
+from diagnose.core import runfolder
+from diagnose.core.errors import UserError
 
 DRIFT_FILE = "evidence/drift.json"
 SIZES_FILE = "evidence/request_sizes.parquet"

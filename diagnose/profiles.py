@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from diagnose.errors import UserError
+from diagnose.core.errors import UserError
 
 
 def _single_trace(path: Path) -> Path:
@@ -33,9 +33,9 @@ def diff_command(old: Path, new: Path, top: int, as_json: bool) -> str:
 
 def profile_command(version: str, model: str | None, registry: str | None, requests: Path | None, steps: int,
                     top: int, out: Path | None) -> str:
-    from diagnose.progress import status
+    from diagnose.core.progress import status
+    from diagnose.core.runfolder import new_dir
     from diagnose.registry import version_with_requests
-    from diagnose.runfolder import new_dir
     from profilers.runners import load_version
     from profilers.torchprof import profile_version
     from profilers.tracediff import profile_summary

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import yaml
 
-from diagnose.errors import UserError
-from diagnose.manifest import Manifest, load_manifest
+from diagnose.core.errors import UserError
+from diagnose.core.manifest import Manifest, load_manifest
 
 INDEX = "registry.yaml"  # optional: {default_model: NAME}
 
@@ -86,7 +86,7 @@ def resolve_registry(option: str | None, cwd: Path | None = None) -> Registry:
 
 def version_with_requests(registry: str | None, model: str | None, version: str, requests: Path | None):
     """One version's manifest and request log (the manifest's, or `--requests`): what optimize and profile run on."""
-    from diagnose.requestlog import load_requests
+    from diagnose.core.requestlog import load_requests
 
     found = resolve_registry(registry)
     manifest = found.manifest(model or found.default_model(), version)

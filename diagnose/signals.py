@@ -17,7 +17,7 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
-from collectors.base import Evidence
+from diagnose.core.evidence import Evidence
 
 GPU_FILE = "nvidia-smi.csv"
 K8S_DIR = "kubernetes"
@@ -78,10 +78,10 @@ def copy_into(run_dir: Path, folder: Path) -> Path:
 def collect_live(manifest, out: Path, prometheus: str | None) -> dict[str, Evidence]:
     """The manifest's deployment read from the cluster (kubeconfig or in-cluster) and from Prometheus at
     `prometheus`; what was read is saved into `out` in the offline formats, so it can be given to --signals."""
-    from collectors.base import collect_safely
     from collectors.kubernetes import KubernetesCollector
     from collectors.prometheus import PrometheusCollector
-    from diagnose.progress import status
+    from diagnose.core.evidence import collect_safely
+    from diagnose.core.progress import status
 
     found: dict[str, Evidence] = {}
     if manifest.deployment:
@@ -107,8 +107,8 @@ def sample_gpu(seconds: float, out: Path) -> Evidence:
     """Sample the GPUs for `seconds` with NVML; readings saved as nvidia-smi.csv in `out` when there are any."""
     import time
 
-    from collectors.base import collect_safely
     from collectors.gpu import NvmlSampler
+    from diagnose.core.evidence import collect_safely
 
     sampler = NvmlSampler()
     sampler.start()

@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from diagnose import runfolder, stats
-from diagnose.progress import Bar, status
+from diagnose import stats
+from diagnose.core import runfolder
+from diagnose.core.progress import Bar, status
 
 VARIANTS_FILE = "evidence/variants.json"
 VARIANT_SAMPLES = "variant_samples.parquet"

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from diagnose.errors import CellUnavailable
+from diagnose.core.errors import CellUnavailable
 from profilers.runners import LoadedVersion, input_elements, input_signature
 
 SAMPLE_COLUMNS = [

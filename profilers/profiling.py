@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from diagnose import runfolder
+from diagnose.core import runfolder
 from profilers.runners import LoadedVersion
 
 PROFILE_DIR = "profile"  # <run>/profile/<side>-<version>/<worker>.<ts>.pt.trace.json.gz: a TensorBoard logdir

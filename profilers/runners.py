@@ -15,8 +15,8 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from diagnose.errors import CellUnavailable, UserError
-from diagnose.manifest import Manifest
+from diagnose.core.errors import CellUnavailable, UserError
+from diagnose.core.manifest import Manifest
 
 _DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
 

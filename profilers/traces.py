@@ -64,7 +64,7 @@ try:
 except ImportError:  # pragma: no cover - a dependency; json is the (slower) stand-in
     orjson = None
 
-from diagnose.errors import UserError
+from diagnose.core.errors import UserError
 
 try:  # the C backend (yajl2_c) explicitly: ijson's default would quietly fall back to pure Python (~10x slower)
     _ijson = ijson.get_backend("yajl2_c")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from collectors.base import Evidence, collect_safely
 from collectors.cgroup import CgroupReader, CgroupSampler, CgroupSnapshot, throttling_evidence
+from diagnose.core.evidence import Evidence, collect_safely
 
 V1_UNLIMITED = "9223372036854771712\n"  # what memory.limit_in_bytes says with no limit (4 KiB pages)
 

@@ -25,7 +25,7 @@ from collectors.drift import (
     schema_diff,
     size_features,
 )
-from diagnose.errors import UserError
+from diagnose.core.errors import UserError
 
 WORDS = np.array("the a ticket refund order late shipping account password reset login error page payment card "
                  "failed charged twice help please urgent thanks hello broken app crash".split())

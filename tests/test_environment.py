@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collectors.environment import capture, for_sample_set, mismatches
-from diagnose.manifest import Serving
+from diagnose.core.manifest import Serving
 
 
 def test_capture_reads_cpu_model_and_flags_from_proc(tmp_path):

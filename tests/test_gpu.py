@@ -14,7 +14,6 @@ from types import SimpleNamespace
 
 import pytest
 
-from collectors.base import Evidence, collect_safely
 from collectors.gpu import (
     HEADER,
     QUERY,
@@ -31,7 +30,8 @@ from collectors.gpu import (
     write_nvidia_smi_csv,
     write_readings_json,
 )
-from diagnose.errors import UserError
+from diagnose.core.errors import UserError
+from diagnose.core.evidence import Evidence, collect_safely
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "signals" / "gpu"
 THROTTLED, HEALTHY, CONTENTION = (FIXTURES / f"{n}.csv" for n in ("throttled", "healthy", "contention"))

@@ -6,7 +6,7 @@ import time
 
 import pandas as pd
 
-from diagnose.manifest import load_manifest
+from diagnose.core.manifest import load_manifest
 from profilers.harness import BenchmarkPlan, Cell, run_benchmark
 from profilers.runners import load_version
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from k8s_replay import ReplayServer
 
-from collectors.base import Evidence, collect_safely
 from collectors.kubernetes import KubernetesCollector, parse_quantity, read_offline, save_offline, selector_matches
-from diagnose.errors import UserError
+from diagnose.core.errors import UserError
+from diagnose.core.evidence import Evidence, collect_safely
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures" / "signals" / "kubernetes"

@@ -99,7 +99,7 @@ def test_profiler_failure_degrades_and_says_so(tmp_path, tiny_registry):
     """A profiling stage that fails becomes an error record in collectors; the report is still made."""
     import pandas as pd
 
-    from diagnose.manifest import load_manifest
+    from diagnose.core.manifest import load_manifest
     from profilers.profiling import profile_pair
     from profilers.runners import load_version
 

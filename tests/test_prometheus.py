@@ -29,7 +29,6 @@ import numpy as np
 import pytest
 from prom_server import backfill, prometheus_servers, skip_reason
 
-from collectors.base import Evidence, collect_safely
 from collectors.openmetrics import (
     format_openmetrics,
     parse_openmetrics,
@@ -51,7 +50,8 @@ from collectors.prometheus import (
     read_offline,
     save_openmetrics,
 )
-from diagnose.errors import UserError
+from diagnose.core.errors import UserError
+from diagnose.core.evidence import Evidence, collect_safely
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures" / "signals" / "prometheus"

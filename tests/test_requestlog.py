@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from diagnose.errors import CellUnavailable, UserError
-from diagnose.requestlog import describe, load_requests, validate
+from diagnose.core.errors import CellUnavailable, UserError
+from diagnose.core.requestlog import describe, load_requests, validate
 from profilers.runners import collate
 
 

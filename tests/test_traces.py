@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from diagnose.errors import UserError
+from diagnose.core.errors import UserError
 from fixtures.synthetic_trace import write_synthetic_trace
 from profilers import traces
 from profilers.traces import CATEGORIES, IJSON_BACKEND, Trace, TraceError, find_trace_files, nest, read_trace

@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import save_mlp, write_manifest
 
-from diagnose.manifest import load_manifest
+from diagnose.core.manifest import load_manifest
 from profilers import variants as variants_module
 from profilers.accuracy import compare_outputs
 from profilers.runners import LoadedVersion, load_version

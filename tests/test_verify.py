@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from diagnose import runfolder
+from diagnose.core import runfolder
 from diagnose.verify import VARIANT_SAMPLES, VARIANTS_FILE, fix_section, model_side_leads
 from reports.sections import render_fix
 

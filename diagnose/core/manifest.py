@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from diagnose.errors import UserError
+from diagnose.core.errors import UserError
 
 FORMATS = ("torchscript", "exported", "onnx", "python")
 DEVICES = ("cpu", "cuda")

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from diagnose.errors import UserError
+from diagnose.core.errors import UserError
 
 INCOMPLETE = "INCOMPLETE"
 SAMPLES = "samples.parquet"
