@@ -26,7 +26,7 @@ from scipy import stats as sps
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from diagnose import stats  # noqa: E402
+from diagnose.core import stats  # noqa: E402
 from diagnose.compare import verdict_settled  # noqa: E402
 from diagnose.core.manifest import load_manifest  # noqa: E402
 from profilers.harness import BenchmarkPlan, Cell, run_benchmark  # noqa: E402

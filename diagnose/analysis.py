@@ -1,40 +1,63 @@
-"""Evidence in a run folder -> one report: statistics, attribution, ranked hypotheses.
+"""Evidence in a run folder -> one Report: statistics, attribution, ranked hypotheses, drift, profile, fix.
 
-This is the only place a report is made, for `compare` and `analyze` alike, and it reads nothing but the
-run folder, so a report can always be remade from what was saved.
+This is the only place a Report is made, for `compare` and `analyze` alike, and it reads nothing but the
+run folder (through `RunFolder`), so a report can always be remade from what was saved.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from collectors.environment import mismatches
-from diagnose import __version__, stats
+from diagnose import __version__, sources
 from diagnose.attribution import NN, NO, ON, OO, attribute
+from diagnose.core import stats
 from diagnose.core.errors import UserError
-from diagnose.core.runfolder import SAMPLES, check_complete, read_json
+from diagnose.core.report import (
+    Attribution,
+    CellSummary,
+    DriftSection,
+    Latency,
+    Measurement,
+    ProfileSection,
+    Report,
+    RunInfo,
+    Slo,
+    SourceStatus,
+)
+from diagnose.core.runfolder import RunFolder
 from diagnose.hypotheses import Context, rank
 from diagnose.verify import fix_section
 
-SCHEMA_VERSION = "1.0"
 THROTTLED_BENCHMARK = 0.05  # share of CFS periods throttled during the benchmark that earns a warning
-EVIDENCE_SOURCES = ("versions", "requests", "environment", "benchmark")
 
 
-def _cell_summaries(samples: pd.DataFrame) -> dict:
-    out = {}
-    for key, group in samples.groupby("cell", sort=True):
-        out[key] = {
-            "n": int(len(group)),
-            "p50_ms": float(group["latency_ms"].median()),
-            "preprocess_p50_ms": float(group["preprocess_ms"].median()),
-            "infer_p50_ms": float(group["infer_ms"].median()),
-            "input_elements_mean": float(group["input_elements"].mean()),
-            "input_signature": str(group["input_signature"].mode().iloc[0]),
-        }
-    return out
+@dataclass(frozen=True)
+class Outcome:
+    """The verdict and the attribution, from the samples alone: what decides whether the verify stage runs."""
+
+    verdict: str
+    delta: stats.Delta
+    attribution: Attribution
+    cells: dict[str, np.ndarray]
+
+
+def _cell_summaries(samples: pd.DataFrame) -> dict[str, CellSummary]:
+    return {
+        key: CellSummary(
+            n=int(len(group)),
+            p50_ms=float(group["latency_ms"].median()),
+            preprocess_p50_ms=float(group["preprocess_ms"].median()),
+            infer_p50_ms=float(group["infer_ms"].median()),
+            input_elements_mean=float(group["input_elements"].mean()),
+            input_signature=str(group["input_signature"].mode().iloc[0]),
+        )
+        for key, group in samples.groupby("cell", sort=True)
+    }
 
 
 def _summary_line(model: str, old: str, new: str, verdict: str, delta: stats.Delta) -> str:
@@ -49,89 +72,95 @@ def _summary_line(model: str, old: str, new: str, verdict: str, delta: stats.Del
     return f"{words[verdict]}: {change}"
 
 
-# absent when a stage was skipped (--no-profile) or the run folder predates the source
-OPTIONAL_SOURCES = ("cgroup", "gpu", "kubernetes", "prometheus", "profile", "drift", "variants")
+def load_evidence(folder: RunFolder) -> dict[str, dict]:
+    """Every registered source's evidence file (a missing optional one reads as unavailable)."""
+    return {s.name: folder.evidence(s.name, required=s.required) for s in sources.SOURCES}
 
 
-def load_evidence(run_dir: Path) -> dict:
-    evidence = {name: read_json(run_dir / "evidence" / f"{name}.json") for name in EVIDENCE_SOURCES}
-    for name in OPTIONAL_SOURCES:
-        path = run_dir / "evidence" / f"{name}.json"
-        evidence[name] = read_json(path) if path.exists() else {"status": "unavailable", "reason": "stage skipped"}
-    return evidence
-
-
-def _profile_section(profile: dict, rows: int = 10) -> dict | None:
-    """The part of the trace diff that goes into report.json: findings, signals, the top rows of each table."""
+def _profile_section(profile: dict, rows: int = 10) -> ProfileSection | None:
+    """The part of the trace diff that goes into report.json: findings, totals, the top rows of each table."""
     if profile.get("status") != "ok":
         return None
-    return {
-        "findings": profile["findings"],
-        "signals": profile["signals"],
-        "tables": {name: table[:rows] for name, table in profile["tables"].items()},
-        "traces": profile["traces"],
-        "logdir": profile["logdir"],
-    }
+    return ProfileSection(
+        findings=tuple(profile["findings"]), totals=profile["totals"],
+        tables={name: table[:rows] for name, table in profile["tables"].items()},
+        traces=profile["traces"], logdir=profile["logdir"],
+    )
 
 
-def _drift_section(run_dir: Path, drift: dict, samples: pd.DataFrame, seed: int) -> dict | None:
+def _drift_section(folder: RunFolder, drift: dict, samples: pd.DataFrame, seed: int) -> DriftSection | None:
     """Schema changes, drifted features, and how much of the latency change the input shift explains."""
-    from diagnose.drift_stage import SIZES_FILE
     from diagnose.shift_latency import tie_to_latency
 
     if drift.get("status") != "ok":
         return None
-    sizes_path = run_dir / SIZES_FILE
+    sizes = folder.request_sizes()
     if drift.get("identical"):
         tie = {"status": "unavailable", "reason": "both versions replayed the same requests"}
-    elif sizes_path.exists():
-        tie = tie_to_latency(samples, pd.read_parquet(sizes_path), drift.get("drifted"), seed=seed)
+    elif sizes is not None:
+        tie = tie_to_latency(samples, sizes, drift.get("drifted"), seed=seed)
     else:
-        tie = {"status": "unavailable", "reason": f"{SIZES_FILE} is missing"}
+        tie = {"status": "unavailable", "reason": f"{RunFolder.REQUEST_SIZES} is missing"}
     features = drift.get("features") or []
-    return {
-        "identical": drift.get("identical"),
-        "schema_changes": drift.get("schema_changes") or [],
-        "expected_schema": drift.get("expected_schema") or [],
-        "drifted": [f for f in features if f.get("drift")],
-        "features_tested": sum(1 for f in features if f.get("status") == "ok"),
-        "settings": drift.get("settings"),
-        "latency_tie": tie,
-    }
+    return DriftSection(
+        identical=drift.get("identical"),
+        schema_changes=tuple(drift.get("schema_changes") or []),
+        expected_schema=tuple(drift.get("expected_schema") or []),
+        drifted=tuple(f for f in features if f.get("drift")),
+        features_tested=sum(1 for f in features if f.get("status") == "ok"),
+        settings=drift.get("settings"),
+        latency_tie=tie,
+    )
 
 
-def analyze(run_dir: Path, allow_env_mismatch: bool = False) -> dict:
-    """Build report.json's content from the run folder."""
-    run_dir = Path(run_dir)
-    check_complete(run_dir)
-    run = read_json(run_dir / "run.json")
-    evidence = load_evidence(run_dir)
-    try:
-        samples = pd.read_parquet(run_dir / SAMPLES)
-    except Exception as exc:
-        raise UserError(f"cannot read samples: {exc}", run_dir / SAMPLES) from None
-
-    env = evidence["environment"]
-    env_diff = mismatches(env["old"], env["new"])
-    warnings: list[str] = []
-    if env_diff:
-        if not (allow_env_mismatch or run.get("allow_env_mismatch")):
-            raise UserError(
-                "the old and new sample sets were measured in different environments ("
-                + "; ".join(env_diff) + "); pass --allow-env-mismatch to compare them anyway",
-                run_dir / "evidence" / "environment.json",
-            )
-        warnings.append("sample sets come from different environments: " + "; ".join(env_diff))
-
+def outcome(folder: RunFolder) -> Outcome:
+    """Verdict and attribution from samples.parquet and the request evidence alone (no rules, no sections)."""
+    samples = folder.samples()
+    seed = int(folder.run().get("seed", 0))
     cells = {key: group["latency_ms"].to_numpy() for key, group in samples.groupby("cell")}
     if OO not in cells or NN not in cells:
         missing = [k for k in (OO, NN) if k not in cells]
-        raise UserError(f"no samples for {', '.join(missing)}", run_dir / SAMPLES)
-    old, new = cells[OO], cells[NN]
+        raise UserError(f"no samples for {', '.join(missing)}", folder.file(RunFolder.SAMPLES))
+    delta = stats.relative_change(cells[OO], cells[NN], seed=seed)
+    identical = folder.evidence("requests", required=True).get("identical")
+    crossed = dict(cells)
+    if identical:  # one request log for both versions: the crossed cells are the diagonal ones, input effect is nil
+        crossed.setdefault(NO, cells[NN])
+        crossed.setdefault(ON, cells[OO])
+    unavailable = dict(folder.evidence("benchmark", required=True).get("unavailable", {}))
+    attribution = attribute(crossed, unavailable, seed=seed)
+    if identical:
+        attribution["note"] = "both versions replayed the same requests: the input effect is zero by design"
+    return Outcome(stats.verdict(delta), delta, Attribution.from_dict(attribution), cells)
+
+
+def _environment_warnings(folder: RunFolder, env: dict, allow_env_mismatch: bool) -> tuple[list[str], list[str]]:
+    env_diff = mismatches(env["old"], env["new"])
+    if not env_diff:
+        return [], []
+    if not (allow_env_mismatch or folder.run().get("allow_env_mismatch")):
+        raise UserError(
+            "the old and new sample sets were measured in different environments ("
+            + "; ".join(env_diff) + "); pass --allow-env-mismatch to compare them anyway",
+            folder.evidence_path("environment"),
+        )
+    return env_diff, ["sample sets come from different environments: " + "; ".join(env_diff)]
+
+
+def analyze(run_dir: Path | RunFolder, allow_env_mismatch: bool = False) -> Report:
+    """Build the Report from the run folder."""
+    folder = run_dir if isinstance(run_dir, RunFolder) else RunFolder(run_dir)
+    folder.check_complete()
+    run = folder.run()
+    evidence = load_evidence(folder)
+    samples = folder.samples()
+    env_diff, warnings = _environment_warnings(folder, evidence["environment"], allow_env_mismatch)
+
+    result = outcome(folder)
+    old, new = result.cells[OO], result.cells[NN]
     seed = int(run.get("seed", 0))
-    old_stats, new_stats = stats.summarize(old), stats.summarize(new)
-    delta = stats.relative_change(old, new, seed=seed)
-    verdict = stats.verdict(delta)
+    latency = Latency(old=Measurement(old), new=Measurement(new), delta=result.delta,
+                      noise_floor_pct=stats.NOISE_FLOOR_PCT, alpha=stats.ALPHA)
     cgroup = evidence["cgroup"]
     if cgroup.get("status") == "ok" and (cgroup["data"].get("throttled_ratio") or 0) > THROTTLED_BENCHMARK:
         warnings.append(f"the benchmark itself ran CPU-throttled ({cgroup['summary'][0]}): latencies are inflated on both "
@@ -139,63 +168,42 @@ def analyze(run_dir: Path, allow_env_mismatch: bool = False) -> dict:
     sizes = {key: group["input_elements"].to_numpy() for key, group in samples.groupby("cell")}
     warnings += stats.noise_warnings(old, new, old_sizes=sizes[OO], new_sizes=sizes[NN])
 
-    unavailable = dict(evidence["benchmark"].get("unavailable", {}))
-    if evidence["requests"].get("identical"):
-        # One request log for both versions: the crossed cells are the diagonal ones, input effect is nil.
-        cells.setdefault(NO, cells[NN])
-        cells.setdefault(ON, cells[OO])
-    attribution = attribute(cells, unavailable, seed=seed)
-    if evidence["requests"].get("identical"):
-        attribution["note"] = "both versions replayed the same requests: the input effect is zero by design"
-    cell_summaries = _cell_summaries(samples)
-    drift = _drift_section(run_dir, evidence["drift"], samples, seed)
-
+    cells = _cell_summaries(samples)
+    drift = _drift_section(folder, evidence["drift"], samples, seed)
+    profile = _profile_section(evidence["profile"])
     ctx = Context(
-        verdict=verdict, delta=delta.to_dict(), attribution=attribution,
-        versions=evidence["versions"], requests=evidence["requests"], cells=cell_summaries,
-        environment_diff=env_diff, profile=_profile_section(evidence["profile"]), drift=drift,
-        signals={name: evidence[name] for name in ("cgroup", "gpu", "kubernetes", "prometheus")},
+        verdict=result.verdict, delta=result.delta.to_dict(), attribution=result.attribution.to_dict(),
+        versions=evidence["versions"], requests=evidence["requests"],
+        cells={key: cell.to_dict() for key, cell in cells.items()}, environment_diff=env_diff,
+        profile=profile and profile.to_dict(), drift=drift and drift.to_dict(),
+        signals={s.name: evidence[s.name] for s in sources.signal_sources()},
     )
-    hypotheses = [h.to_dict() for h in rank(ctx)]
+    hypotheses, rule_errors = rank(ctx)
+    warnings += [f"cause rule {e.rule} failed ({e.error}); its causes are not ranked" for e in rule_errors]
 
-    slo_p99 = evidence["versions"]["new"].get("slo", {}).get("p99_ms")
-    fix = fix_section(run_dir, evidence["versions"]["new"].get("slo", {}), seed)
-    report = {
-        "schema_version": SCHEMA_VERSION,
-        "tool": {"name": "diagnose", "version": __version__},
-        "model": run["model"],
-        "old": run["old"],
-        "new": run["new"],
-        "verdict": verdict,
-        "summary": _summary_line(run["model"], run["old"], run["new"], verdict, delta),
-        "latency": {
-            "unit": "ms",
-            "old": old_stats.to_dict(),
-            "new": new_stats.to_dict(),
-            "delta": delta.to_dict(),
-            "noise_floor_pct": stats.NOISE_FLOOR_PCT,
-            "alpha": stats.ALPHA,
-        },
-        "attribution": attribution,
-        "cells": cell_summaries,
-        "hypotheses": hypotheses,
-        "profile": ctx.profile,
-        "drift": drift,
-        "fix": fix,
-        "collectors": {name: {k: v for k, v in evidence[name].items() if k in ("status", "reason", "source")}
-                       for name in EVIDENCE_SOURCES + OPTIONAL_SOURCES},
-        "slo": {"p99_ms": slo_p99, "old_within": bool(old_stats.p99_ms <= slo_p99) if slo_p99 else None,
-                "new_within": bool(new_stats.p99_ms <= slo_p99) if slo_p99 else None},
-        "warnings": warnings,
-        "run": {
-            "dir": str(run_dir),
-            "started_at": run.get("started_at"),
-            "budget_s": run.get("budget_s"),
-            "rounds": evidence["benchmark"].get("rounds"),
-            "elapsed_s": evidence["benchmark"].get("elapsed_s"),
-            "stopped": evidence["benchmark"].get("stopped"),
-            "registry": run.get("registry"),
-        },
-    }
-    return report
-
+    slo = evidence["versions"]["new"].get("slo", {})
+    slo_p99 = slo.get("p99_ms")
+    old_stats, new_stats = latency.old.stats, latency.new.stats
+    benchmark = evidence["benchmark"]
+    return Report(
+        tool={"name": "diagnose", "version": __version__},
+        model=run["model"], old=run["old"], new=run["new"],
+        verdict=result.verdict,
+        summary=_summary_line(run["model"], run["old"], run["new"], result.verdict, result.delta),
+        latency=latency,
+        attribution=result.attribution,
+        cells=cells,
+        hypotheses=tuple(hypotheses),
+        profile=profile,
+        drift=drift,
+        fix=fix_section(folder, slo, seed),
+        evidence_sources={name: SourceStatus(e.get("status", "unknown"), e.get("reason"), e.get("source"))
+                          for name, e in evidence.items()},
+        slo=Slo(p99_ms=slo_p99, old_within=bool(old_stats.p99_ms <= slo_p99) if slo_p99 else None,
+                new_within=bool(new_stats.p99_ms <= slo_p99) if slo_p99 else None),
+        warnings=tuple(warnings),
+        run=RunInfo(dir=str(folder.path), started_at=run.get("started_at"), budget_s=run.get("budget_s"),
+                    rounds=benchmark.get("rounds"), elapsed_s=benchmark.get("elapsed_s"), stopped=benchmark.get("stopped"),
+                    registry=run.get("registry")),
+        rule_errors=tuple(rule_errors),
+    )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from diagnose.stats import bootstrap_quantile
+from diagnose.core.stats import bootstrap_quantile
 
 OO, NO, ON, NN = "old_model/old_requests", "new_model/old_requests", "old_model/new_requests", "new_model/new_requests"
 

@@ -90,6 +90,14 @@ def _add_registry_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--registry", help="registry folder (default: $DIAGNOSE_REGISTRY, ./models, else the embedded one)")
 
 
+def _add_format_option(parser: argparse.ArgumentParser, text: str) -> None:
+    """--format, its choices taken from the format registry (reports.FORMATS)."""
+    import reports
+
+    choices = reports.names()
+    parser.add_argument("--format", choices=choices, default="summary", help=f"{text}; one of: {', '.join(choices)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="diagnose",
@@ -131,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="variants for the verify stage (default torch-int8,ort-all,ort-int8,tensorrt-fp16)")
     compare.add_argument("--verify-budget", type=_positive_float,
                          help="seconds of measurement for the variants (default: 12, or --budget when smaller)")
-    compare.add_argument("--json", action="store_true", help="print report.json to stdout instead of the summary")
+    _add_format_option(compare, "what to print (default summary); the run folder keeps report.json and report.md")
+    compare.add_argument("--json", dest="format", action="store_const", const="json", help="the same as --format json")
     compare.set_defaults(handler=_compare)
 
     analyze = commands.add_parser(
@@ -140,8 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=ANALYZE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     analyze.add_argument("run_dir", type=Path, metavar="RUN_DIR")
-    analyze.add_argument("--format", choices=("summary", "json", "markdown"), default="summary",
-                         help="what to print (default summary); report.json and report.md are rewritten either way")
+    _add_format_option(analyze, "what to print (default summary); report.json and report.md are rewritten either way")
     analyze.add_argument("--allow-env-mismatch", action="store_true", help="compare sample sets from different environments")
     analyze.set_defaults(handler=_analyze)
 
@@ -224,14 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_report(report: dict, fmt: str) -> None:
-    if fmt == "summary":
-        from reports.terminal import render
-    else:
-        from reports import FORMATS
+def _print_report(report, fmt: str) -> None:
+    import reports
 
-        render = FORMATS[fmt][1]
-    sys.stdout.write(render(report).rstrip("\n") + "\n")
+    sys.stdout.write(reports.get(fmt).render(report).rstrip("\n") + "\n")
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -246,18 +250,17 @@ def _compare(args: argparse.Namespace) -> int:
         argv=tuple(sys.argv),
     )
     _, report = run_compare(options)
-    _print_report(report, "json" if args.json else "summary")
+    _print_report(report, args.format)
     return EXIT_OK
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from diagnose.analysis import analyze
     from diagnose.compare import write_reports
-    from diagnose.core.runfolder import finish
+    from diagnose.core.runfolder import RunFolder
 
-    report = analyze(args.run_dir, allow_env_mismatch=args.allow_env_mismatch)
-    write_reports(args.run_dir, report)
-    finish(args.run_dir)
+    folder = RunFolder(args.run_dir)
+    report = write_reports(folder, allow_env_mismatch=args.allow_env_mismatch)
+    folder.finish()
     _print_report(report, args.format)
     return EXIT_OK
 
@@ -271,13 +274,12 @@ def _profile(args: argparse.Namespace) -> int:
 
 def _collect(args: argparse.Namespace) -> int:
     from diagnose.registry import resolve_registry
-    from diagnose.signals import collect_live, sample_gpu
+    from diagnose.signals import collect_live, sample_for
 
     registry = resolve_registry(args.registry)
     manifest = registry.manifest(args.model or registry.default_model(), args.version)
     args.out.mkdir(parents=True, exist_ok=True)
-    found = collect_live(manifest, args.out, args.prometheus)
-    found["gpu"] = sample_gpu(args.gpu_seconds, args.out)
+    found = collect_live(manifest, args.out, args.prometheus) | sample_for(args.gpu_seconds, args.out)
     for source, evidence in sorted(found.items()):
         print(f"{source}: {evidence.status}" + (f" ({evidence.reason})" if evidence.reason else ""))
         for line in evidence.summary:

@@ -1,8 +1,8 @@
 """The drift stage: what changed in the requests, saved as evidence; and `diagnose drift` on its own.
 
-In a compare it runs before the benchmark on the two request logs the cells replay, and saves
-`evidence/drift.json` (schema diff, per-feature drift, the model's expected schema checked) and
-`evidence/request_sizes.parquet` (each request's size features, keyed by side and row), which analysis joins
+In a compare it runs before the benchmark on the two request logs the cells replay, and saves the `drift`
+evidence (schema diff, per-feature drift, the model's expected schema checked) and the request sizes (each
+request's size features, keyed by side and row; `RunFolder.REQUEST_SIZES`), which analysis joins
 to the per-request latencies to say how much of the change the shift explains (`diagnose.shift_latency`).
 A failure here is recorded in drift.json, never fatal: drift evidence sharpens the diagnosis but the
 benchmark does not need it.
@@ -15,11 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from diagnose.core import runfolder
-from diagnose.core.errors import UserError
-
-DRIFT_FILE = "evidence/drift.json"
-SIZES_FILE = "evidence/request_sizes.parquet"
+from diagnose.core.errors import UserError, first_line
+from diagnose.core.runfolder import RunFolder
 
 
 def expected_schema(manifest, input_spec: list[dict] | None, columns: list[str]) -> dict:
@@ -41,29 +38,28 @@ def expected_schema(manifest, input_spec: list[dict] | None, columns: list[str])
     return expected
 
 
-def record_drift(run_dir: Path, old: pd.DataFrame, new: pd.DataFrame, expected: dict | None = None) -> dict:
-    """The compare's stage: drift.json and request_sizes.parquet in the run folder; a failure is recorded there."""
+def record_drift(folder: RunFolder, old: pd.DataFrame, new: pd.DataFrame, expected: dict | None = None) -> dict:
+    """The compare's stage: the drift evidence and the request sizes in the run folder; a failure is recorded there."""
     from collectors.drift import drift_report
 
     try:
         report = drift_report(old, new, expected=expected or None)
-        save_drift(run_dir, old, new, report)
+        save_drift(folder, old, new, report)
     except Exception as exc:  # a failing source is recorded, never a crash
-        report = {"status": "error", "reason": f"{type(exc).__name__}: {exc}"}
-        runfolder.write_json(run_dir / DRIFT_FILE, report)
+        report = folder.write_evidence("drift", {"status": "error", "reason": f"{type(exc).__name__}: {first_line(exc)}"})
     return report
 
 
-def save_drift(run_dir: Path, old: pd.DataFrame, new: pd.DataFrame, report: dict) -> None:
-    """Write a drift report and each request's size features (keyed by side and row) into `run_dir`."""
+def save_drift(folder: RunFolder, old: pd.DataFrame, new: pd.DataFrame, report: dict) -> None:
+    """Write a drift report and each request's size features (keyed by side and row) into `folder`."""
     from collectors.drift import size_features
 
     sizes = pd.concat([
         size_features(frame).reset_index(drop=True).assign(side=side, request_index=range(len(frame)))
         for side, frame in (("old", old), ("new", new))
     ], ignore_index=True)
-    runfolder.write_parquet(run_dir / SIZES_FILE, sizes)
-    runfolder.write_json(run_dir / DRIFT_FILE, report)
+    folder.write_request_sizes(sizes)
+    folder.write_evidence("drift", report)
 
 
 def drift_command(old_requests: Path | None, new_requests: Path | None, old: str | None, new: str | None,
@@ -82,12 +78,8 @@ def drift_command(old_requests: Path | None, new_requests: Path | None, old: str
         reg = resolve_registry(registry)
         name = model or reg.default_model()
         manifests = {"old": reg.manifest(name, old), "new": reg.manifest(name, new)}
-        paths = {side: override or m.requests_path for side, m, override in
-                 (("old", manifests["old"], old_requests), ("new", manifests["new"], new_requests))}
-        for side, path in paths.items():
-            if path is None:
-                raise UserError(f"no requests: set inputs.requests or pass --{side}-requests", manifests[side].path,
-                                "inputs.requests")
+        paths = {"old": manifests["old"].requests_or(old_requests, "--old-requests"),
+                 "new": manifests["new"].requests_or(new_requests, "--new-requests")}
     else:
         if old_requests is None or new_requests is None:
             raise UserError("pass --old-requests A --new-requests B, or --old V1 --new V2 to use the manifests' requests")
@@ -98,8 +90,9 @@ def drift_command(old_requests: Path | None, new_requests: Path | None, old: str
     report = drift_report(frames["old"], frames["new"], method=method, alpha=alpha, threshold=threshold, expected=expected)
     report["paths"] = {side: str(path) for side, path in paths.items()}
     if out is not None:
-        save_drift(Path(out), frames["old"], frames["new"], report)
-        runfolder.write_text(Path(out) / "drift.md", render_drift(report))
+        folder = RunFolder(out)
+        save_drift(folder, frames["old"], frames["new"], report)
+        folder.write(RunFolder.DRIFT_MD, render_drift(report))
     if as_json:
         return json.dumps(report, indent=2) + "\n"
     return render_drift(report) + (f"\nsaved in {out}\n" if out is not None else "")

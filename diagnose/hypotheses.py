@@ -1,49 +1,23 @@
 """Rank causes of a latency change from the evidence in a run folder.
 
 Every rule reads the same `Context` and returns zero or one `Hypothesis` (one uniform result type, as
-k8sgpt's analyzers do). Scores are in [0, 1]: the share of the change that the attributed side explains,
-weighted by how directly the evidence points at the cause. When the verdict is not a significant
+k8sgpt's analyzers do); `RULES` registers each rule with the cause ids it may return, in one place. Scores
+are in [0, 1]: the share of the change that the attributed side explains, weighted by how directly the
+evidence points at the cause. When the verdict is not a significant
 regression no hypothesis may score above 0.5. Results are sorted by score, then by cause id, so the same
 evidence always gives the same ranking.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
-CAUSES = (
-    "model.compute_increase",
-    "model.operator_regression",
-    "model.precision_change",
-    "preprocessing.change",
-    "input.schema_change",
-    "input.distribution_shift",
-    "serving.config_change",
-    "runtime.cpu_throttling",
-    "runtime.memory_pressure",
-    "runtime.library_change",
-    "gpu.clock_throttling",
-    "gpu.contention",
-)
+from diagnose.core.errors import first_line
+from diagnose.core.report import Hypothesis, RuleError
+
 NOT_SIGNIFICANT_CAP = 0.5
 PRECISION_DROP = 0.15  # a fall in the share of low-precision op time that counts as a precision change
-
-
-@dataclass
-class Hypothesis:
-    cause: str
-    score: float
-    summary: str
-    evidence: list[str] = field(default_factory=list)
-    next_steps: list[str] = field(default_factory=list)
-
-    def __post_init__(self):
-        if self.cause not in CAUSES:
-            raise ValueError(f"unknown cause id {self.cause!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -81,14 +55,14 @@ class Context:
         """How much of the op time left low precision or quantized ops (old share - new share), from the profile."""
         if not self.profile:
             return 0.0
-        signals = self.profile["signals"]
+        signals = self.profile["totals"]
         return signals["old_precision"]["low_precision_share"] - signals["new_precision"]["low_precision_share"]
 
     def signal_ratio(self, name: str) -> float | None:
         """new / old of a trace-diff signal such as "flops_per_step"; None when not profiled or zero."""
         if not self.profile:
             return None
-        signals = self.profile["signals"]
+        signals = self.profile["totals"]
         return _ratio(signals.get(f"old_{name}"), signals.get(f"new_{name}"))
 
     @property
@@ -182,12 +156,12 @@ def precision_change(ctx: Context) -> Hypothesis | None:
         weight = 0.9 if order[new] > order[old] else 0.5
         evidence.append(f"serving.precision: {old} -> {new}")
     if ctx.precision_drop > PRECISION_DROP:
-        low_old = ctx.profile["signals"]["old_precision"]["low_precision_share"]
-        low_new = ctx.profile["signals"]["new_precision"]["low_precision_share"]
+        low_old = ctx.profile["totals"]["old_precision"]["low_precision_share"]
+        low_new = ctx.profile["totals"]["new_precision"]["low_precision_share"]
         weight = max(weight, 0.85)
         evidence.append(f"profile: low-precision or quantized ops took {100 * low_old:.0f}% of op time in the old "
                         f"version, {100 * low_new:.0f}% in the new "
-                        f"(dtypes {ctx.profile['signals']['new_precision']['dtypes']})")
+                        f"(dtypes {ctx.profile['totals']['new_precision']['dtypes']})")
     if not evidence:
         return None
     evidence += [ctx.effect_text("model")] + ctx.findings()
@@ -232,7 +206,7 @@ def model_change(ctx: Context) -> Hypothesis | None:
                           steps + ["Check whether the larger architecture was intended; weigh a distilled or quantized variant"])
     weight = 0.5
     if flops is not None and ctx.profile:
-        signals = ctx.profile["signals"]
+        signals = ctx.profile["totals"]
         if signals["ops_added"]:
             evidence.append(f"profile: ops only in the new version: {', '.join(signals['ops_added'][:5])}")
         copies = signals["new_copy_ms_per_step"] - signals["old_copy_ms_per_step"]
@@ -403,22 +377,59 @@ def gpu_contention(ctx: Context) -> Hypothesis | None:
                       ["Find what else runs on the node's GPU (nvidia-smi, the pod list)"])
 
 
-RULES: tuple[Callable[[Context], Hypothesis | None], ...] = (
-    preprocessing_change, serving_config_change, precision_change, model_change,
-    input_distribution_shift, input_schema_change, library_change, cpu_throttling, memory_pressure, gpu_clock_throttling,
-    gpu_contention,
+@dataclass(frozen=True)
+class Rule:
+    """A cause rule: the cause ids it may return, and the check that reads the Context."""
+
+    causes: tuple[str, ...]
+    check: Callable[[Context], Hypothesis | None]
+
+    @property
+    def name(self) -> str:
+        return getattr(self.check, "__name__", type(self.check).__name__)
+
+
+# The one registry of causes: a new cause is a rule function plus one line here. The order is only the order
+# in which rules run; results are sorted by score, then cause id.
+RULES: tuple[Rule, ...] = (
+    Rule(("preprocessing.change",), preprocessing_change),
+    Rule(("serving.config_change",), serving_config_change),
+    Rule(("model.precision_change",), precision_change),
+    Rule(("model.compute_increase", "model.operator_regression"), model_change),
+    Rule(("input.distribution_shift",), input_distribution_shift),
+    Rule(("input.schema_change",), input_schema_change),
+    Rule(("runtime.library_change",), library_change),
+    Rule(("runtime.cpu_throttling",), cpu_throttling),
+    Rule(("runtime.memory_pressure",), memory_pressure),
+    Rule(("gpu.clock_throttling",), gpu_clock_throttling),
+    Rule(("gpu.contention",), gpu_contention),
 )
 
 
-def rank(ctx: Context) -> list[Hypothesis]:
-    found = []
-    for rule in RULES:
-        hypothesis = rule(ctx)
+def causes(rules: tuple[Rule, ...] | None = None) -> tuple[str, ...]:
+    """Every cause id the rules may return, in registry order."""
+    return tuple(cause for rule in (RULES if rules is None else rules) for cause in rule.causes)
+
+
+CAUSES = causes()
+
+
+def rank(ctx: Context, rules: tuple[Rule, ...] | None = None) -> tuple[list[Hypothesis], list[RuleError]]:
+    """Every rule's hypothesis, clipped to [0, 1] (at most NOT_SIGNIFICANT_CAP without a settled regression),
+    sorted by score then cause id; a rule that raises or returns a cause it did not register is an error."""
+    found, errors = [], []
+    for rule in RULES if rules is None else rules:
+        try:
+            hypothesis = rule.check(ctx)
+            if hypothesis is not None and hypothesis.cause not in rule.causes:
+                raise ValueError(f"returned cause id {hypothesis.cause!r}, not one of {', '.join(rule.causes)}")
+        except Exception as exc:  # one broken rule never hides the others' findings
+            errors.append(RuleError(rule.name, rule.causes, f"{type(exc).__name__}: {first_line(exc)}"))
+            continue
         if hypothesis is None:
             continue
         score = max(0.0, min(1.0, hypothesis.score))
         if ctx.verdict != "regression":
             score = min(score, NOT_SIGNIFICANT_CAP)
-        hypothesis.score = round(score, 3)
-        found.append(hypothesis)
-    return sorted(found, key=lambda h: (-h.score, h.cause))
+        found.append(replace(hypothesis, score=round(score, 3)))
+    return sorted(found, key=lambda h: (-h.score, h.cause)), errors

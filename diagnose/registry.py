@@ -90,7 +90,4 @@ def version_with_requests(registry: str | None, model: str | None, version: str,
 
     found = resolve_registry(registry)
     manifest = found.manifest(model or found.default_model(), version)
-    source = requests or manifest.requests_path
-    if source is None:
-        raise UserError("no requests: set inputs.requests or pass --requests", manifest.path, "inputs.requests")
-    return manifest, load_requests(source)
+    return manifest, load_requests(manifest.requests_or(requests, "--requests"))

@@ -5,25 +5,23 @@ int8 quantization, torch-native quantization and compilation, TensorRT on a GPU)
 `profilers.variants`; here each one is checked against the version it came from on the version's own
 requests (Polygraphy-style tolerances, cosine, top-1 agreement), then timed by the same interleaved harness,
 side by side with the version itself and, in a compare, with the old version, so every ratio comes from one
-run. The stage saves `evidence/variants.json` and `variant_samples.parquet`; `fix_section` derives the
-Pareto table and the verdict from those files only, so `diagnose analyze` remakes it.
+run. The stage saves the `variants` evidence and the variant samples of the run folder; `fix_section` derives
+the Pareto table and the verdict from those alone, so `diagnose analyze` remakes it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from diagnose import stats
-from diagnose.core import runfolder
+from diagnose.core import stats
 from diagnose.core.progress import Bar, status
+from diagnose.core.report import FixSection
+from diagnose.core.runfolder import RunFolder
 
-VARIANTS_FILE = "evidence/variants.json"
-VARIANT_SAMPLES = "variant_samples.parquet"
 # compare's stage builds the few variants most likely to win; `diagnose optimize` builds them all
 COMPARE_VARIANTS = ("torch-int8", "ort-all", "ort-int8", "tensorrt-fp16")
 ACCURACY_REQUESTS = 64
@@ -51,18 +49,12 @@ def _outputs(version, frames: list[pd.DataFrame]) -> list:
         return [version.model(*version.prepare(frame)) for frame in frames]
 
 
-def _file_digest(manifest) -> str | None:
-    if not manifest.preprocess:
-        return None
-    file = manifest.version_dir / (manifest.preprocess.split(":")[0].replace(".", "/") + ".py")
-    return hashlib.sha256(file.read_bytes()).hexdigest() if file.is_file() else None
-
-
 def config_variants(base, old) -> list[tuple[str, object, dict]]:
     """Fixes that are a config change, not a new artifact: the new model with the old version's preprocessing,
     or with the old version's intra-op threads. Each is (name, LoadedVersion, details)."""
     found = []
-    if (old.manifest.preprocess, _file_digest(old.manifest)) != (base.manifest.preprocess, _file_digest(base.manifest)):
+    old_pre, new_pre = old.manifest, base.manifest
+    if (old_pre.preprocess, old_pre.preprocess_sha256()) != (new_pre.preprocess, new_pre.preprocess_sha256()):
         found.append((f"{old.manifest.version}-preprocess", dataclasses.replace(base, preprocess=old.preprocess),
                       {"change": f"preprocess of {old.manifest.version}: {old.manifest.preprocess}"}))
     if old.manifest.serving.threads != base.manifest.serving.threads:
@@ -73,7 +65,7 @@ def config_variants(base, old) -> list[tuple[str, object, dict]]:
     return found
 
 
-def measure_variants(run_dir: Path, base, requests: pd.DataFrame, names: list[str] | None, budget_s: float,
+def measure_variants(folder: RunFolder, base, requests: pd.DataFrame, names: list[str] | None, budget_s: float,
                      seed: int = 0, old=None, old_requests: pd.DataFrame | None = None,
                      cache_dir: Path | None = None) -> dict:
     """Build, check and time the variants of `base` (a LoadedVersion); write the evidence; return variants.json.
@@ -126,7 +118,7 @@ def measure_variants(run_dir: Path, base, requests: pd.DataFrame, names: list[st
         name = key.split("_model/")[0]
         if name in entries:
             entries[name].update(status="failed", reason=f"could not run the requests: {reason}")
-    runfolder.write_parquet(run_dir / VARIANT_SAMPLES, result.samples)
+    folder.write_variant_samples(result.samples)
     evidence = {
         "status": "ok",
         "version": base.manifest.version,
@@ -140,8 +132,7 @@ def measure_variants(run_dir: Path, base, requests: pd.DataFrame, names: list[st
         "accuracy_requests": len(frames) * batch,
         "threads": base.manifest.serving.threads,
     }
-    runfolder.write_json(run_dir / VARIANTS_FILE, evidence)
-    return evidence
+    return folder.write_evidence("variants", evidence)
 
 
 def _thresholds(slo: dict) -> dict:
@@ -170,13 +161,12 @@ def _pareto(rows: list[dict]) -> None:
         )
 
 
-def fix_section(run_dir: Path, slo: dict, seed: int = 0) -> dict | None:
+def fix_section(folder: RunFolder, slo: dict, seed: int = 0) -> FixSection | None:
     """The `fix` section of report.json: per-variant latency and accuracy, the Pareto front, the verdict."""
-    path = Path(run_dir) / VARIANTS_FILE
-    if not path.exists():
+    if not folder.has_evidence("variants"):
         return None
-    evidence = runfolder.read_json(path)
-    samples = pd.read_parquet(Path(run_dir) / VARIANT_SAMPLES)
+    evidence = folder.evidence("variants")
+    samples = folder.variant_samples()
     cells = {key: group["latency_ms"].to_numpy() for key, group in samples.groupby("cell")}
     limits = _thresholds(slo)
     version, old_label = evidence["version"], evidence.get("old")
@@ -222,7 +212,7 @@ def fix_section(run_dir: Path, slo: dict, seed: int = 0) -> dict | None:
         "rounds": evidence.get("rounds"), "accuracy_requests": evidence.get("accuracy_requests"),
     }
     section.update(_verdict(rows, limits, version, old_label))
-    return section
+    return FixSection.from_dict(section)
 
 
 def _verdict(rows: list[dict], limits: dict, version: str, old_label: str | None) -> dict:
@@ -256,14 +246,14 @@ def _verdict(rows: list[dict], limits: dict, version: str, old_label: str | None
                        f"{best['p99_ms']:.1f} ms > SLO {slo:g} ms ({speed}, {quality})"}
 
 
-def model_side_leads(report: dict) -> bool:
-    """Compare's default for the stage: a settled regression whose change is mostly the model's (a fix can help)."""
-    effect = (report.get("attribution") or {}).get("model") or {}
-    if report.get("verdict") != "regression":
+def model_side_leads(verdict: str, model_effect) -> bool:
+    """Compare's default for the stage: a settled regression whose change is mostly the model's (a fix can help).
+    `model_effect` is the factorial's model Effect, None without a factorial."""
+    if verdict != "regression":
         return False
-    if not effect:  # no factorial: the model side is all there is to optimize
+    if model_effect is None:  # no factorial: the model side is all there is to optimize
         return True
-    return bool(effect.get("significant")) and (effect.get("share") or 0) >= 0.5
+    return bool(model_effect.significant) and (model_effect.share or 0) >= 0.5
 
 
 def optimize_command(version: str, model: str | None, registry: str | None, requests_path: Path | None,
@@ -271,21 +261,21 @@ def optimize_command(version: str, model: str | None, registry: str | None, requ
     """`diagnose optimize VERSION`: every variant built, checked and timed against the version; the Pareto table."""
     import json
 
+    from diagnose.core.runfolder import new_dir, write_json
     from diagnose.registry import version_with_requests
     from profilers.runners import load_version
     from reports.sections import render_fix
 
     manifest, requests = version_with_requests(registry, model, version, requests_path)
     name = manifest.name
-    out = out or runfolder.new_dir(Path("runs"), f"{name}-{version}-optimize")
-    runfolder.start(out)
+    folder = RunFolder.create(out or new_dir(Path("runs"), f"{name}-{version}-optimize"))
     with status(f"Loading {name} {version}"):
         loaded = load_version(manifest)
-    measure_variants(out, loaded, requests, names, budget_s, seed)
-    fix = fix_section(out, dict(manifest.slo), seed)
-    runfolder.write_json(out / "fix.json", fix)
-    runfolder.write_text(out / "fix.md", f"# {name} {version}: optimized variants\n\n" + render_fix(fix))
-    runfolder.finish(out)
+    measure_variants(folder, loaded, requests, names, budget_s, seed)
+    fix = fix_section(folder, dict(manifest.slo), seed)
+    write_json(folder.file(RunFolder.FIX_JSON), fix.to_dict())
+    folder.write(RunFolder.FIX_MD, f"# {name} {version}: optimized variants\n\n" + render_fix(fix))
+    folder.finish()
     if as_json:
-        return json.dumps(fix, indent=2) + "\n"
-    return render_fix(fix) + f"\nrun folder: {out}\n"
+        return json.dumps(fix.to_dict(), indent=2) + "\n"
+    return render_fix(fix) + f"\nrun folder: {folder.path}\n"

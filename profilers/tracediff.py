@@ -12,7 +12,7 @@ The diff is a set of small tables with consistent `old_` / `new_` / `delta_` col
   trees aligned by path, so a change under one module is charged to that module;
 - `kernels`: per GPU kernel, when the traces have any.
 
-Rows are ranked by their contribution to the total change of CPU self time per step (`share`). `signals`
+Rows are ranked by their contribution to the total change of CPU self time per step (`share`). `totals`
 sums up what the engine needs to tell more work (FLOPs, calls, input sizes) from slower work (about the
 same FLOPs, new ops) and from a precision change (low-precision dtypes replaced by fp32).
 """
@@ -338,7 +338,7 @@ def diff_traces(old: Trace, new: Trace, top: int = 25) -> dict:
     old_names, new_names = set(old_ops["name"]), set(new_ops["name"])
     added = sorted(new_names - old_names, key=lambda n: -new_ops.loc[new_ops["name"] == n, "self_us"].sum())
     removed = sorted(old_names - new_names, key=lambda n: -old_ops.loc[old_ops["name"] == n, "self_us"].sum())
-    signals = {
+    totals = {
         "old_self_ms_per_step": round(old_self / 1000, 4),
         "new_self_ms_per_step": round(new_self / 1000, 4),
         "delta_self_ms_per_step": round(total_delta / 1000, 4),
@@ -358,7 +358,7 @@ def diff_traces(old: Trace, new: Trace, top: int = 25) -> dict:
         "new_precision": _dtype_mix(new_ops),
         "steps": {"old": old_steps, "new": new_steps},
     }
-    return {"signals": signals, "findings": findings, "tables": tables,
+    return {"totals": totals, "findings": findings, "tables": tables,
             "old": {"path": old.path, **_meta(old)}, "new": {"path": new.path, **_meta(new)}}
 
 

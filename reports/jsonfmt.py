@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from diagnose.core.report import Report
 
 
-def render(report: dict) -> str:
-    return json.dumps(report, indent=2) + "\n"
+def render(report: Report) -> str:
+    return json.dumps(report.to_dict(), indent=2) + "\n"

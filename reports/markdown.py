@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from reports.sections import render_fix
+
+if TYPE_CHECKING:
+    from diagnose.core.report import DriftSection, Report
 
 
 def _ci(pair) -> str:
@@ -13,105 +18,108 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.1f}%"
 
 
-def _drift_lines(drift: dict | None) -> list[str]:
+def _drift_lines(drift: DriftSection | None) -> list[str]:
     if not drift:
         return []
     lines = ["", "## Did the requests change?", ""]
-    if drift.get("identical"):
+    if drift.identical:
         return lines + ["Both versions replayed the same request log."]
-    tie = drift["latency_tie"]
+    tie = drift.latency_tie
     if tie["status"] == "ok":
         lines.append(f"**Tied to latency:** {tie['text']}.")
     else:
         lines.append(f"Latency tie: not available ({tie['reason']}).")
-    changes = drift["schema_changes"] + [dict(c, text="model expects: " + c["text"]) for c in drift["expected_schema"]]
+    changes = list(drift.schema_changes) + [dict(c, text="model expects: " + c["text"]) for c in drift.expected_schema]
     if changes:
         lines += ["", f"Schema: {len(changes)} change(s):", ""] + [f"- {c['text']}" for c in changes]
     else:
         lines += ["", "Schema: unchanged."]
-    lines += ["", f"Drift: {len(drift['drifted'])} of {drift['features_tested']} features drifted."]
-    if drift["drifted"]:
+    lines += ["", f"Drift: {len(drift.drifted)} of {drift.features_tested} features drifted."]
+    if drift.drifted:
         lines += ["", "| feature | test | statistic | p (Holm) | old mean | new mean |", "|---|---|---:|---:|---:|---:|"]
-        for f in drift["drifted"][:10]:
+        for f in drift.drifted[:10]:
             p = "" if f.get("p_adjusted") is None else f"{f['p_adjusted']:.2g}"
             means = [("" if f.get(k) is None else f"{f[k]:.4g}") for k in ("old_mean", "new_mean")]
             lines.append(f"| {f['feature']} | {f['method']} | {f['statistic']:.3g} | {p} | {means[0]} | {means[1]} |")
     return lines
 
 
-def render(report: dict) -> str:
-    lat = report["latency"]
-    old, new, delta = lat["old"], lat["new"], lat["delta"]
+def render(report: Report) -> str:
+    lat = report.latency
+    old, new, delta = lat.old.stats, lat.new.stats, lat.delta
     lines = [
-        f"# {report['model']}: {report['old']} -> {report['new']}",
+        f"# {report.model}: {report.old} -> {report.new}",
         "",
-        f"**Verdict: {report['verdict']}.** {report['summary']}",
+        f"**Verdict: {report.verdict}.** {report.summary}",
         "",
         "## Latency (ms per batch)",
         "",
-        f"| | {report['old']} | 95% CI | {report['new']} | 95% CI | change | 95% CI |",
+        f"| | {report.old} | 95% CI | {report.new} | 95% CI | change | 95% CI |",
         "|---|---:|---|---:|---|---:|---|",
     ]
     for q in ("p50", "p90", "p99"):
+        pct_ci = getattr(delta, q + "_pct_ci")
         lines.append(
-            f"| {q} | {old[q + '_ms']:.2f} | {_ci(old[q + '_ci'])} | {new[q + '_ms']:.2f} | {_ci(new[q + '_ci'])} "
-            f"| {delta[q + '_pct']:+.1f}% | {delta[q + '_pct_ci'][0]:+.1f}% .. {delta[q + '_pct_ci'][1]:+.1f}% |"
+            f"| {q} | {getattr(old, q + '_ms'):.2f} | {_ci(getattr(old, q + '_ci'))} | {getattr(new, q + '_ms'):.2f} "
+            f"| {_ci(getattr(new, q + '_ci'))} | {getattr(delta, q + '_pct'):+.1f}% | {pct_ci[0]:+.1f}% .. {pct_ci[1]:+.1f}% |"
         )
-    lines += ["", f"Samples: {old['n']} old, {new['n']} new; {delta['test']} p = {delta['p_value']:.3g}; "
-                  f"noise floor {lat['noise_floor_pct']:g}%."]
-    slo = report.get("slo") or {}
-    if slo.get("p99_ms"):
-        lines.append(f"SLO p99 <= {slo['p99_ms']} ms: old {'meets' if slo['old_within'] else 'misses'} it, "
-                     f"new {'meets' if slo['new_within'] else 'misses'} it.")
+    lines += ["", f"Samples: {old.n} old, {new.n} new; {delta.test} p = {delta.p_value:.3g}; "
+                  f"noise floor {lat.noise_floor_pct:g}%."]
+    slo = report.slo
+    if slo.p99_ms:
+        lines.append(f"SLO p99 <= {slo.p99_ms} ms: old {'meets' if slo.old_within else 'misses'} it, "
+                     f"new {'meets' if slo.new_within else 'misses'} it.")
 
-    att = report["attribution"]
+    att = report.attribution
     lines += ["", "## Model or inputs?", ""]
-    if att.get("model") or att.get("input"):
+    if att.model or att.input:
         lines += ["| effect | ms | 95% CI | share of change |", "|---|---:|---|---:|"]
         for name in ("model", "input", "interaction"):
-            effect = att.get(name)
+            effect = att.effect(name)
             if effect:
-                share = "" if effect["share"] is None else f"{100 * effect['share']:.0f}%"
-                lines.append(f"| {name} | {effect['effect_ms']:+.2f} | {_ci(effect['ci_ms'])} | {share} |")
-    if att.get("note"):
-        lines += ["", f"_{att['note']}_"]
-    for key, reason in sorted(att.get("unavailable", {}).items()):
+                share = "" if effect.share is None else f"{100 * effect.share:.0f}%"
+                lines.append(f"| {name} | {effect.effect_ms:+.2f} | {_ci(effect.ci_ms)} | {share} |")
+    if att.note:
+        lines += ["", f"_{att.note}_"]
+    for key, reason in sorted(att.unavailable.items()):
         lines.append(f"- cell {key} could not run: {reason}")
 
-    profile = report.get("profile")
+    profile = report.profile
     if profile:
-        sig = profile["signals"]
+        tot = profile.totals
         lines += ["", "## Where the time went (profiler, same requests on both sides)", "",
-                  f"CPU op self time per step {sig['old_self_ms_per_step']:.2f} -> {sig['new_self_ms_per_step']:.2f} ms; "
-                  f"FLOPs per step {sig['old_flops_per_step']:.3g} -> {sig['new_flops_per_step']:.3g}. "
-                  f"Traces: `{profile['traces']['old']}`, `{profile['traces']['new']}` "
-                  f"(open in Perfetto, or `tensorboard --logdir {profile['logdir']}` in the run folder).", ""]
-        lines += [f"- {finding}" for finding in profile["findings"]]
-        modules = profile["tables"].get("modules") or []
+                  f"CPU op self time per step {tot['old_self_ms_per_step']:.2f} -> {tot['new_self_ms_per_step']:.2f} ms; "
+                  f"FLOPs per step {tot['old_flops_per_step']:.3g} -> {tot['new_flops_per_step']:.3g}. "
+                  f"Traces: `{profile.traces['old']}`, `{profile.traces['new']}` "
+                  f"(open in Perfetto, or `tensorboard --logdir {profile.logdir}` in the run folder).", ""]
+        lines += [f"- {finding}" for finding in profile.findings]
+        modules = profile.tables.get("modules") or []
         if modules:
             lines += ["", "| module | old ms/step | new ms/step | delta | share |", "|---|---:|---:|---:|---:|"]
             lines += [f"| {r['key']} | {r['old_self_us'] / 1000:.2f} | {r['new_self_us'] / 1000:.2f} | "
                       f"{r['delta_self_us'] / 1000:+.2f} | {100 * r['share']:.0f}% |" for r in modules[:8]]
 
-    lines += _drift_lines(report.get("drift"))
-    if report.get("fix"):
+    lines += _drift_lines(report.drift)
+    if report.fix:
         lines += ["", "## Fix (optimized variants of the new version, measured side by side)", "",
-                  render_fix(report["fix"]).rstrip()]
+                  render_fix(report.fix).rstrip()]
     lines += ["", "## Likely causes", ""]
-    if not report["hypotheses"]:
+    if not report.hypotheses:
         lines.append("No cause is supported by the evidence collected.")
-    for rank, hyp in enumerate(report["hypotheses"], 1):
-        lines.append(f"{rank}. **{hyp['cause']}** (score {hyp['score']:.2f}): {hyp['summary']}")
-        lines += [f"   - {item}" for item in hyp["evidence"]]
-        if hyp["next_steps"]:
-            lines.append("   - Next: " + "; ".join(hyp["next_steps"]))
+    for rank, hyp in enumerate(report.hypotheses, 1):
+        lines.append(f"{rank}. **{hyp.cause}** (score {hyp.score:.2f}): {hyp.summary}")
+        lines += [f"   - {item}" for item in hyp.evidence]
+        if hyp.next_steps:
+            lines.append("   - Next: " + "; ".join(hyp.next_steps))
 
     lines += ["", "## Evidence sources", ""]
-    for name, entry in sorted(report["collectors"].items()):
-        reason = f" ({entry['reason']})" if entry.get("reason") else ""
-        lines.append(f"- {name}: {entry.get('status', 'unknown')}{reason}")
-    if report.get("warnings"):
-        lines += ["", "## Warnings", ""] + [f"- {w}" for w in report["warnings"]]
-    run = report["run"]
-    lines += ["", f"Run folder: `{run['dir']}`; {run.get('rounds')} rounds in {run.get('elapsed_s')} s ({run.get('stopped')})."]
+    for name, entry in sorted(report.evidence_sources.items()):
+        reason = f" ({entry.reason})" if entry.reason else ""
+        lines.append(f"- {name}: {entry.status}{reason}")
+    for error in report.rule_errors:
+        lines.append(f"- cause rule {error.rule}: error ({error.error})")
+    if report.warnings:
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in report.warnings]
+    run = report.run
+    lines += ["", f"Run folder: `{run.dir}`; {run.rounds} rounds in {run.elapsed_s} s ({run.stopped})."]
     return "\n".join(lines) + "\n"

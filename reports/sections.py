@@ -5,6 +5,11 @@ Plain text that is also valid Markdown, so the same lines serve the terminal and
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from diagnose.core.report import FixSection
+
 
 def render_drift(report: dict, rows: int = 15) -> str:
     """Plain text (also valid Markdown): schema changes, then the feature table, drifted first."""
@@ -39,12 +44,12 @@ def render_drift(report: dict, rows: int = 15) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_fix(fix: dict) -> str:
+def render_fix(fix: FixSection) -> str:
     """The Pareto table as plain text (valid Markdown), verdict first."""
-    lines = [fix["verdict"], "",
+    lines = [fix.verdict, "",
              "| variant | p50 ms | p99 ms | x faster (p50) | max abs err | cosine | top-1 agree | accuracy | Pareto |",
              "|---|---:|---:|---:|---:|---:|---:|---|---|"]
-    for r in fix["variants"]:
+    for r in fix.variants:
         acc = r["accuracy"] or {}
         top1 = acc.get("top1_agreement")
         cells = [r["name"], f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['speedup_p50']:.2f}",
@@ -52,6 +57,6 @@ def render_fix(fix: dict) -> str:
                  "-" if top1 is None else f"{100 * top1:.1f}%", "ok" if r["accuracy_ok"] else r["accuracy_note"],
                  "yes" if r["pareto"] else ""]
         lines.append("| " + " | ".join(cells) + " |")
-    for f in fix["not_measured"]:
+    for f in fix.not_measured:
         lines.append(f"| {f['name']} | {f['status']}: {f['reason']} |||||||||")
     return "\n".join(lines) + "\n"

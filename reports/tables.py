@@ -17,7 +17,7 @@ def _short(text: str, width: int = 70) -> str:
 
 
 def render_diff(diff: dict, top: int = 15) -> str:
-    s = diff["signals"]
+    s = diff["totals"]
     out = [
         f"old: {diff['old']['path']}",
         f"new: {diff['new']['path']}",

@@ -44,7 +44,7 @@ def test_regression_is_found_and_attributed_to_the_model(regression_run):
     top = report["hypotheses"][0]
     assert top["cause"] == "model.compute_increase" and top["score"] > 0.5
     assert any("parameters" in line for line in top["evidence"])
-    assert report["collectors"]["benchmark"]["status"] == "ok"
+    assert report["evidence_sources"]["benchmark"]["status"] == "ok"
 
 
 def test_run_folder_holds_everything(regression_run):
@@ -65,12 +65,12 @@ def test_run_folder_holds_everything(regression_run):
     assert "## Likely causes" in (out / "report.md").read_text()
     cgroup = json.loads((out / "evidence" / "cgroup.json").read_text())
     assert cgroup["source"] == "cgroup" and cgroup["status"] in ("ok", "unavailable")
-    assert report["collectors"]["cgroup"]["status"] == cgroup["status"]
+    assert report["evidence_sources"]["cgroup"]["status"] == cgroup["status"]
     assert not any("CPU-throttled" in w for w in report["warnings"])  # this machine's own cgroup has no quota
-    gpu = report["collectors"]["gpu"]  # sampled live around the benchmark; this machine has no GPU
+    gpu = report["evidence_sources"]["gpu"]  # sampled live around the benchmark; this machine has no GPU
     assert gpu["status"] in ("unavailable", "ok") and (gpu["status"] == "ok" or "NVML" in gpu["reason"] or "GPU" in gpu["reason"])
-    assert report["collectors"]["kubernetes"]["status"] == "unavailable"
-    assert "has no deployment section" in report["collectors"]["kubernetes"]["reason"]
+    assert report["evidence_sources"]["kubernetes"]["status"] == "unavailable"
+    assert "has no deployment section" in report["evidence_sources"]["kubernetes"]["reason"]
 
 
 def test_analyze_rebuilds_the_same_report_without_running_models(regression_run):

@@ -116,7 +116,7 @@ def test_longer_requests_in_a_compare_are_tied_to_latency_and_analyze_remakes_it
     top = report["hypotheses"][0]
     assert top["cause"] == "input.distribution_shift" and tie["feature"] in top["summary"]
     assert report["fix"] is None  # the inputs, not the model, lead: no verify stage by default
-    assert report["collectors"]["drift"]["status"] == "ok"
+    assert report["evidence_sources"]["drift"]["status"] == "ok"
     again = run_cli("analyze", str(out), "--format", "json")
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["drift"] == report["drift"]

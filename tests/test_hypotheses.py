@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from diagnose.hypotheses import CAUSES, Context, Hypothesis, rank
+from diagnose.hypotheses import CAUSES, Context, Hypothesis, Rule
+from diagnose.hypotheses import rank as rank_with_errors
+
+
+def rank(ctx, rules=None):
+    """The ranked hypotheses, after checking that no rule failed."""
+    ranked, errors = rank_with_errors(ctx, rules)
+    assert errors == []
+    return ranked
 
 
 def effect(ms, share, significant=True):
@@ -89,8 +97,10 @@ def test_sorted_by_score_then_cause_id():
 
 
 def test_unknown_cause_id_is_refused():
-    with pytest.raises(ValueError):
-        Hypothesis("model.magic", 0.5, "x")
+    """A rule may only return the cause ids it registered; anything else is a recorded rule error, not a cause."""
+    rules = (Rule(("model.compute_increase",), lambda ctx: Hypothesis("model.magic", 0.5, "x")),)
+    ranked, errors = rank_with_errors(context(), rules)
+    assert ranked == [] and len(errors) == 1 and "'model.magic'" in errors[0].error
     assert len(CAUSES) == 12
 
 

@@ -80,5 +80,5 @@ def test_no_verify_leaves_no_fix_section(tiny_registry, tmp_path):
                      "--budget", "2", "--no-profile", "--no-verify", "--out", str(tmp_path / "run"), "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert report["fix"] is None and report["collectors"]["variants"]["status"] == "unavailable"
+    assert report["fix"] is None and report["evidence_sources"]["variants"]["status"] == "unavailable"
     assert not (tmp_path / "run" / "variant_samples.parquet").exists()

@@ -65,8 +65,8 @@ def test_quantized_model_replaced_by_fp32_is_a_precision_change(tmp_path):
     quantized = torch.ao.quantization.quantize_dynamic(_mlp(512), {torch.nn.Linear}, dtype=torch.qint8)
     report = compare(registry(tmp_path, quantized, _mlp(512)), tmp_path)
     assert report["verdict"] == "regression", report["summary"]
-    old_mix = report["profile"]["signals"]["old_precision"]["low_precision_share"]
-    assert old_mix > 0.3 and report["profile"]["signals"]["new_precision"]["low_precision_share"] < 0.05
+    old_mix = report["profile"]["totals"]["old_precision"]["low_precision_share"]
+    assert old_mix > 0.3 and report["profile"]["totals"]["new_precision"]["low_precision_share"] < 0.05
     top = report["hypotheses"][0]
     assert top["cause"] == "model.precision_change", report["hypotheses"]
     assert any("low-precision or quantized ops" in line for line in top["evidence"])
@@ -75,7 +75,7 @@ def test_quantized_model_replaced_by_fp32_is_a_precision_change(tmp_path):
 def test_same_work_on_slower_operators_is_an_operator_regression(tmp_path):
     report = compare(registry(tmp_path, _mlp(), WithCasts.build()), tmp_path)
     assert report["verdict"] == "regression", report["summary"]
-    signals = report["profile"]["signals"]
+    signals = report["profile"]["totals"]
     assert signals["new_flops_per_step"] == pytest.approx(signals["old_flops_per_step"], rel=0.01)
     top = report["hypotheses"][0]
     assert top["cause"] == "model.operator_regression", report["hypotheses"]
@@ -96,7 +96,7 @@ def test_wider_model_is_compute_increase_with_flops(tmp_path):
 
 
 def test_profiler_failure_degrades_and_says_so(tmp_path, tiny_registry):
-    """A profiling stage that fails becomes an error record in collectors; the report is still made."""
+    """A profiling stage that fails becomes an error record in evidence_sources; the report is still made."""
     import pandas as pd
 
     from diagnose.core.manifest import load_manifest
@@ -107,13 +107,18 @@ def test_profiler_failure_degrades_and_says_so(tmp_path, tiny_registry):
     result = run_cli("compare", "--registry", str(tiny_registry), "--old", "v1", "--new", "v2", "--budget", "2",
                      "--out", str(out), "--no-profile", "--json")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["collectors"]["profile"] == {"status": "unavailable", "reason": "stage skipped"}
+    assert json.loads(result.stdout)["evidence_sources"]["profile"] == {"status": "unavailable", "reason": "stage skipped"}
     versions = {side: load_version(load_manifest(tiny_registry / "mlp" / v / "manifest.yaml"))
                 for side, v in (("old", "v1"), ("new", "v2"))}
-    evidence = profile_pair(out, versions, pd.DataFrame({"text": ["no preprocess can encode this"] * 8}))
+    from diagnose.core.runfolder import RunFolder
+
+    folder = RunFolder(out)
+    evidence = folder.write_evidence("profile", profile_pair(folder.profile_dir, versions, pd.DataFrame(
+        {"text": ["no preprocess can encode this"] * 8}), relative_to=folder.path))
     assert evidence["status"] == "error" and "holds text" in evidence["reason"]
     analyzed = run_cli("analyze", str(out), "--format", "json")
     assert analyzed.returncode == 0, analyzed.stderr
     report = json.loads(analyzed.stdout)
-    assert report["collectors"]["profile"]["status"] == "error" and "holds text" in report["collectors"]["profile"]["reason"]
+    profile = report["evidence_sources"]["profile"]
+    assert profile["status"] == "error" and "holds text" in profile["reason"]
     assert report["profile"] is None and report["verdict"] == "regression"

@@ -21,8 +21,8 @@ def test_recorded_thermal_throttling_ranks_gpu_clock_throttling(tiny_registry, t
                      "--no-profile", "--signals", str(signals), "--out", str(out), "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert report["collectors"]["gpu"]["status"] == "ok"
-    assert report["collectors"]["kubernetes"] == {"status": "unavailable", "source": "kubernetes",
+    assert report["evidence_sources"]["gpu"]["status"] == "ok"
+    assert report["evidence_sources"]["kubernetes"] == {"status": "unavailable", "source": "kubernetes",
                                                   "reason": f"no kubernetes/pods.json in {out / 'signals'}"}
     gpu = next(h for h in report["hypotheses"] if h["cause"] == "gpu.clock_throttling")
     assert gpu["score"] > 0.5 and "22%" in gpu["summary"] and "HwThermalSlowdown" in gpu["summary"]
@@ -59,8 +59,8 @@ def test_recorded_oom_kills_rank_memory_pressure(tiny_registry, tmp_path):
                      "--no-profile", "--signals", str(signals), "--out", str(out), "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert report["collectors"]["kubernetes"]["status"] == "ok"
-    assert report["collectors"]["gpu"]["status"] == "unavailable"
+    assert report["evidence_sources"]["kubernetes"]["status"] == "ok"
+    assert report["evidence_sources"]["gpu"]["status"] == "unavailable"
     memory = next(h for h in report["hypotheses"] if h["cause"] == "runtime.memory_pressure")
     assert memory["score"] >= 0.8 and "2 OOM kill(s)" in memory["summary"], memory
     assert any("OOMKilled since the deploy" in line for line in memory["evidence"])
@@ -75,7 +75,7 @@ def test_live_kubernetes_without_a_cluster_is_unavailable_with_the_reason(tiny_r
                      "--no-profile", "--out", str(tmp_path / "run"), "--json",
                      env={"KUBECONFIG": str(tmp_path / "no-such-kubeconfig"), "KUBERNETES_SERVICE_HOST": ""})
     assert result.returncode == 0, result.stderr
-    k8s = json.loads(result.stdout)["collectors"]["kubernetes"]
+    k8s = json.loads(result.stdout)["evidence_sources"]["kubernetes"]
     assert k8s["status"] == "unavailable" and k8s["reason"], k8s
 
 
@@ -90,7 +90,7 @@ def test_recorded_prometheus_throttling_ranks_cpu_throttling(tiny_registry, tmp_
                      "--no-profile", "--signals", str(signals), "--out", str(tmp_path / "run"), "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert report["collectors"]["prometheus"]["status"] == "ok"
+    assert report["evidence_sources"]["prometheus"]["status"] == "ok"
     throttling = next(h for h in report["hypotheses"] if h["cause"] == "runtime.cpu_throttling")
     assert throttling["score"] > 0.5, throttling
     assert any("CFS periods after the deploy" in line for line in throttling["evidence"])
@@ -108,7 +108,7 @@ def test_prometheus_down_is_recorded_not_fatal(tiny_registry, tmp_path):
     result = run_cli("compare", "--registry", str(tiny_registry), "--old", "v1", "--new", "v2", "--budget", "1",
                      "--no-profile", "--prometheus", f"http://127.0.0.1:{port}", "--out", str(tmp_path / "run"), "--json")
     assert result.returncode == 0, result.stderr
-    prom = json.loads(result.stdout)["collectors"]["prometheus"]
+    prom = json.loads(result.stdout)["evidence_sources"]["prometheus"]
     assert prom["status"] in ("error", "unavailable") and "refused" in prom["reason"].lower(), prom
 
 

@@ -1,4 +1,4 @@
-"""Tests for diagnose.stats: quantile CIs, relative change, verdicts, warnings."""
+"""Tests for diagnose.core.stats: quantile CIs, relative change, verdicts, warnings."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from scipy import stats as sps
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diagnose import stats as S  # noqa: E402
-from diagnose.stats import (  # noqa: E402
+from diagnose.core import stats as S  # noqa: E402
+from diagnose.core.stats import (  # noqa: E402
     ALPHA,
     EQUIVALENCE_PCT,
     NOISE_FLOOR_PCT,

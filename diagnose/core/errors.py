@@ -24,5 +24,11 @@ class UserError(Exception):
         super().__init__(f"{where}{message}")
 
 
+def first_line(exc: BaseException, limit: int | None = None) -> str:
+    """An exception as one line: its first non-blank line, else its type's name (tracebacks stay out of reports)."""
+    text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "") or type(exc).__name__
+    return text[:limit] if limit else text
+
+
 class CellUnavailable(Exception):
     """One cell of the benchmark (a model on a request set) cannot run; the compare goes on without it."""

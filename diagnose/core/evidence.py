@@ -10,12 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from diagnose.core.errors import first_line
+
 STATUSES = ("ok", "unavailable", "error")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Evidence:
-    """What one source saw.
+    """What one source saw; frozen once built (a collector assembles its data first, then makes the Evidence).
 
     `data` holds the numbers (JSON-able) for machines; `summary` holds plain-words lines that quote those
     numbers for the engineer on call, so no reader has to re-derive a sentence from the data.
@@ -53,9 +55,9 @@ class Evidence:
     @classmethod
     def error(cls, source: str, exc: BaseException) -> Evidence:
         """The source failed unexpectedly; one line so it fits report.json and the terminal summary."""
-        lines = str(exc).strip().splitlines()
         name = type(exc).__name__
-        return cls(source=source, status="error", reason=f"{name}: {lines[0]}" if lines else name)
+        line = first_line(exc)
+        return cls(source=source, status="error", reason=name if line == name else f"{name}: {line}")
 
 
 @runtime_checkable

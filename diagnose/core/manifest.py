@@ -58,6 +58,26 @@ class Manifest:
     def requests_path(self) -> Path | None:
         return self.version_dir / self.requests if self.requests else None
 
+    @property
+    def preprocess_file(self) -> Path | None:
+        """The module file of `inputs.preprocess` ("module:function", dotted module under the version folder)."""
+        if not self.preprocess:
+            return None
+        return self.version_dir / (self.preprocess.split(":", 1)[0].replace(".", "/") + ".py")
+
+    def preprocess_sha256(self) -> str | None:
+        """Content hash of the preprocess module: tells edited preprocessing from the same code."""
+        file = self.preprocess_file
+        return hashlib.sha256(file.read_bytes()).hexdigest() if file is not None and file.is_file() else None
+
+    def requests_or(self, override: str | Path | None, flag: str) -> Path:
+        """The request log to replay: `override` (a command-line flag) when given, else the manifest's."""
+        if override is not None:
+            return Path(override)
+        if self.requests_path is None:
+            raise UserError(f"no requests: set inputs.requests or pass {flag}", self.path, "inputs.requests")
+        return self.requests_path
+
     def artifact_sha256(self) -> str:
         """Content hash of the artifact: tells a changed model from a renamed one."""
         digest = hashlib.sha256()

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from diagnose.core.errors import UserError
+from diagnose.core.errors import UserError, first_line
 
 READERS = {".parquet": pd.read_parquet, ".pq": pd.read_parquet, ".csv": pd.read_csv}
 
@@ -98,8 +98,7 @@ def load_requests(path: Path) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise UserError("requests file is empty", path) from None
     except Exception as exc:  # pyarrow and pandas raise many types for a corrupt file
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"cannot read requests file: {first}", path) from None
+        raise UserError(f"cannot read requests file: {first_line(exc)}", path) from None
     return validate(frame.reset_index(drop=True), path)
 
 

@@ -1,15 +1,22 @@
-"""The run folder: the single source of truth for one compare.
+"""The run folder: the single source of truth for one compare, and the one place that names its files.
 
-Everything that ranks or renders reads this folder, so `diagnose analyze RUN_DIR` sees exactly what the
-compare saw. Every file is written atomically (temp file, fsync, rename). A marker file `INCOMPLETE` exists
-from the first write until the report is in place; an interrupted run keeps it, with the reason inside.
+Everything that ranks or renders reads a run folder through `RunFolder`, so `diagnose analyze RUN_DIR`, the app
+and CI see exactly what the compare saw; no other module spells a path inside it. Every file is written
+atomically (temp file, fsync, rename). A marker file `INCOMPLETE` exists from the first write until the report
+is in place; an interrupted run keeps it, with the reason inside.
 
-Layout (docs/run-folder.md):
-    run.json                  what was asked: command, registry, model, versions, budget, seed, times
+Layout (docs/run-folder.md lists every file):
+    INCOMPLETE                while running, and after an interrupt or failure (holds the reason)
+    run.json                  what was asked: command, registry, model, versions, budget, seed, format_version
     manifests/{old,new}.yaml  the manifests as read
     evidence/<source>.json    one file per evidence source: {"status": "ok"|"unavailable"|"error", ...}
-    samples.parquet           raw per-batch latency samples of every benchmark cell
-    report.json, report.md    derived; rewritten by `diagnose analyze`
+    evidence/request_sizes.parquet, samples.parquet, variant_samples.parquet   raw per-request and per-batch rows
+    profile/<side>-<version>/ torch.profiler traces (a TensorBoard logdir)
+    signals/                  recorded or live signals in the --signals formats
+    report.json, report.md    derived; rewritten by `diagnose analyze` (names come from the format registry)
+
+`run.json` carries `format_version`; a folder written before it existed is format 1, and the reader brings its
+files up to the current shape (`_upgrade`), so old run folders keep being read.
 """
 
 from __future__ import annotations
@@ -22,14 +29,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from diagnose.core.errors import UserError
+from diagnose.core.errors import UserError, first_line
+from diagnose.core.times import utc_now
 
-INCOMPLETE = "INCOMPLETE"
-SAMPLES = "samples.parquet"
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+FORMAT_VERSION = 2  # 2: the trace diff's `signals` became `totals` in evidence/profile.json
+SIDES = ("old", "new")
 
 
 def _atomic(path: Path, write) -> None:
@@ -47,7 +51,7 @@ def _atomic(path: Path, write) -> None:
 
 
 def write_text(path: Path, text: str) -> None:
-    _atomic(path, lambda fh: fh.write(text.encode()))
+    _atomic(Path(path), lambda fh: fh.write(text.encode()))
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -55,56 +59,200 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def write_parquet(path: Path, frame) -> None:
-    _atomic(path, lambda fh: frame.to_parquet(fh, index=False))
+    _atomic(Path(path), lambda fh: frame.to_parquet(fh, index=False))
 
 
 def read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
+        return json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise UserError("missing from the run folder", path) from None
     except json.JSONDecodeError as exc:
         raise UserError(f"not valid JSON (line {exc.lineno}): {exc.msg}", path) from None
 
 
-def new_run_dir(base: Path, model: str, old: str, new: str) -> Path:
-    return new_dir(base, f"{model}-{old}-vs-{new}")
-
-
 def new_dir(base: Path, label: str) -> Path:
     """`base/<UTC timestamp>-<label>`, made unique; the label is reduced to safe file-name characters."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", label)
-    path = base / f"{stamp}-{slug}"
+    path = Path(base) / f"{stamp}-{slug}"
     suffix = 1
     while path.exists():
         suffix += 1
-        path = base / f"{stamp}-{slug}-{suffix}"
+        path = Path(base) / f"{stamp}-{slug}-{suffix}"
     return path
 
 
-def start(run_dir: Path) -> None:
-    """Create the folder and mark it incomplete before anything else is written."""
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise UserError("--out folder exists and is not empty; choose a new folder", run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text(run_dir / INCOMPLETE, "running\n")
+def _upgrade(name: str, data: dict, version: int) -> dict:
+    """An evidence file of an older format in today's shape."""
+    if version < 2 and name == "profile" and "signals" in data and "totals" not in data:
+        data = {("totals" if key == "signals" else key): value for key, value in data.items()}
+    return data
 
 
-def mark_incomplete(run_dir: Path, reason: str) -> None:
-    write_text(run_dir / INCOMPLETE, reason.rstrip() + "\n")
+class RunFolder:
+    """One run folder: every file it holds is named here, and each is read at most once."""
 
+    INCOMPLETE = "INCOMPLETE"
+    RUN = "run.json"
+    MANIFESTS = "manifests"
+    EVIDENCE = "evidence"
+    SAMPLES = "samples.parquet"
+    VARIANT_SAMPLES = "variant_samples.parquet"
+    REQUEST_SIZES = "evidence/request_sizes.parquet"
+    PROFILE = "profile"  # <run>/profile/<side>-<version>/<worker>.<ts>.pt.trace.json.gz
+    SIGNALS = "signals"
+    FIX_JSON, FIX_MD = "fix.json", "fix.md"  # `diagnose optimize` folders
+    DRIFT_MD = "drift.md"  # `diagnose drift --out` folders
 
-def finish(run_dir: Path) -> None:
-    (run_dir / INCOMPLETE).unlink(missing_ok=True)
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._cache: dict[str, Any] = {}
 
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
 
-def check_complete(run_dir: Path) -> None:
-    if not run_dir.is_dir():
-        raise UserError("run folder not found", run_dir)
-    marker = run_dir / INCOMPLETE
-    if marker.exists() and not (run_dir / SAMPLES).exists():
-        reason = marker.read_text().strip() or "unknown"
-        raise UserError(f"run folder is incomplete ({reason}); no samples were saved, rerun the compare", run_dir)
-    if not (run_dir / "run.json").exists():
-        raise UserError("not a diagnose run folder (no run.json)", run_dir)
+    # --- names -------------------------------------------------------------------------------------------
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def evidence_path(self, source: str) -> Path:
+        return self.path / self.EVIDENCE / f"{source}.json"
+
+    def manifest_path(self, side: str) -> Path:
+        return self.path / self.MANIFESTS / f"{side}.yaml"
+
+    @property
+    def profile_dir(self) -> Path:
+        return self.path / self.PROFILE
+
+    @property
+    def signals_dir(self) -> Path:
+        return self.path / self.SIGNALS
+
+    def relative(self, path: Path) -> str:
+        return str(Path(path).relative_to(self.path))
+
+    # --- writing ---------------------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | Path) -> RunFolder:
+        """Make the folder and mark it incomplete before anything else is written."""
+        folder = cls(path)
+        if folder.path.exists() and not folder.path.is_dir():
+            raise UserError("--out names a file, not a folder; choose a new folder", folder.path)
+        if folder.path.exists() and any(folder.path.iterdir()):
+            raise UserError("--out folder exists and is not empty; choose a new folder", folder.path)
+        try:
+            folder.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create the folder: {first_line(exc)}", folder.path) from None
+        write_text(folder.file(cls.INCOMPLETE), "running\n")
+        return folder
+
+    def write_run(self, info: dict) -> None:
+        data = {**info, "format_version": FORMAT_VERSION, "started_at": info.get("started_at") or utc_now()}
+        self._cache.pop(self.RUN, None)
+        write_json(self.file(self.RUN), data)
+
+    def write_manifest(self, side: str, text: str) -> None:
+        write_text(self.manifest_path(side), text)
+
+    def write_evidence(self, source: str, evidence) -> dict:
+        """An evidence file; `evidence` is a dict or anything with `to_dict()` (an Evidence)."""
+        data = evidence.to_dict() if hasattr(evidence, "to_dict") else evidence
+        self._cache.pop(f"evidence:{source}", None)
+        write_json(self.evidence_path(source), data)
+        return data
+
+    def write_samples(self, frame) -> None:
+        self._cache.pop(self.SAMPLES, None)
+        write_parquet(self.file(self.SAMPLES), frame)
+
+    def write_variant_samples(self, frame) -> None:
+        self._cache.pop(self.VARIANT_SAMPLES, None)
+        write_parquet(self.file(self.VARIANT_SAMPLES), frame)
+
+    def write_request_sizes(self, frame) -> None:
+        self._cache.pop(self.REQUEST_SIZES, None)
+        write_parquet(self.file(self.REQUEST_SIZES), frame)
+
+    def write(self, name: str, text: str) -> None:
+        """A derived file at the folder's top (report.json, report.md, fix.md, ...)."""
+        write_text(self.file(name), text)
+
+    def mark_incomplete(self, reason: str) -> None:
+        write_text(self.file(self.INCOMPLETE), reason.rstrip() + "\n")
+
+    def finish(self) -> None:
+        self.file(self.INCOMPLETE).unlink(missing_ok=True)
+
+    # --- reading -------------------------------------------------------------------------------------------
+    def check_complete(self) -> None:
+        """A folder `analyze` can read: it exists, is a run folder, and holds samples (even if interrupted later)."""
+        if not self.path.is_dir():
+            raise UserError("run folder not found", self.path)
+        marker = self.file(self.INCOMPLETE)
+        if marker.exists() and not self.file(self.SAMPLES).exists():
+            reason = marker.read_text().strip() or "unknown"
+            raise UserError(f"run folder is incomplete ({reason}); no samples were saved, rerun the compare", self.path)
+        if not self.file(self.RUN).exists():
+            raise UserError(f"not a diagnose run folder (no {self.RUN})", self.path)
+
+    def _once(self, key: str, read):
+        if key not in self._cache:
+            self._cache[key] = read()
+        return self._cache[key]
+
+    def run(self) -> dict:
+        return self._once(self.RUN, lambda: read_json(self.file(self.RUN)))
+
+    @property
+    def format_version(self) -> int:
+        """run.json's format_version; 1 for a run folder written before it existed. A folder without run.json
+        (`diagnose optimize`, `diagnose drift --out`) is written by today's code."""
+        if not self.file(self.RUN).exists():
+            return FORMAT_VERSION
+        return int(self.run().get("format_version", 1))
+
+    def has_evidence(self, source: str) -> bool:
+        return self.evidence_path(source).is_file()
+
+    def evidence(self, source: str, required: bool = False) -> dict:
+        """evidence/<source>.json; a missing optional file reads as unavailable (the stage was skipped, or the
+        folder predates the source); a missing required one is a user error naming the file."""
+        def read() -> dict:
+            path = self.evidence_path(source)
+            if not path.exists() and not required:
+                return {"status": "unavailable", "reason": "stage skipped"}
+            data = read_json(path)
+            if not isinstance(data, dict):
+                raise UserError("not an evidence object (expected a JSON object)", path)
+            return _upgrade(source, data, self.format_version)
+
+        return self._once(f"evidence:{source}", read)
+
+    def _parquet(self, name: str, required: bool):
+        import pandas as pd
+
+        def read():
+            path = self.file(name)
+            if not path.exists() and not required:
+                return None
+            try:
+                return pd.read_parquet(path)
+            except Exception as exc:
+                raise UserError(f"cannot read samples: {first_line(exc)}", path) from None
+
+        return self._once(name, read)
+
+    def samples(self):
+        """samples.parquet: one row per timed batch of every benchmark cell (required)."""
+        return self._parquet(self.SAMPLES, required=True)
+
+    def variant_samples(self):
+        """variant_samples.parquet, or None when the verify stage did not run."""
+        return self._parquet(self.VARIANT_SAMPLES, required=False)
+
+    def request_sizes(self):
+        """evidence/request_sizes.parquet, or None when the drift stage did not save it."""
+        return self._parquet(self.REQUEST_SIZES, required=False)

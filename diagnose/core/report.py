@@ -1,0 +1,303 @@
+"""The Report: what one compare found, typed, immutable, and the only thing renderers read.
+
+`diagnose.analysis` builds it from a run folder; `to_dict()` is report.json (schema:
+diagnose/schemas/report.schema.json, docs/report.md). As in pyperf and torch.utils.benchmark, a measurement
+keeps its raw samples (`Measurement.samples`) and derives its statistics from them; the samples stay out of
+report.json (they are in the run folder's samples.parquet). Every type is a frozen dataclass: a renderer, a
+rule or the app can read a Report but never change what the next reader sees. Tables that are rows of
+figures (profile tables, drift features, fix variants) stay JSON-shaped rows inside their section.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from diagnose.core.stats import Delta, SideStats, summarize
+
+SCHEMA_VERSION = "2.0"  # 2.0: `collectors` -> `evidence_sources`, profile `signals` -> `totals`, `rule_errors`
+VERDICTS = ("regression", "improvement", "no_regression", "inconclusive")
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One side's latency samples (ms per batch) and the statistics derived from them."""
+
+    samples: np.ndarray = field(repr=False, compare=False)
+
+    @cached_property
+    def stats(self) -> SideStats:
+        return summarize(self.samples)
+
+    def to_dict(self) -> dict:
+        return self.stats.to_dict()
+
+
+@dataclass(frozen=True)
+class Latency:
+    old: Measurement
+    new: Measurement
+    delta: Delta
+    noise_floor_pct: float
+    alpha: float
+    unit: str = "ms"
+
+    def to_dict(self) -> dict:
+        return {"unit": self.unit, "old": self.old.to_dict(), "new": self.new.to_dict(), "delta": self.delta.to_dict(),
+                "noise_floor_pct": self.noise_floor_pct, "alpha": self.alpha}
+
+
+@dataclass(frozen=True)
+class Effect:
+    """One term of the factorial: its size, CI, and share of the whole change."""
+
+    effect_ms: float
+    ci_ms: tuple[float, float]
+    effect_pct: float | None
+    share: float | None
+    significant: bool
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> Effect | None:
+        if not d:
+            return None
+        return cls(d["effect_ms"], tuple(d["ci_ms"]), d.get("effect_pct"), d.get("share"), bool(d["significant"]))
+
+    def to_dict(self) -> dict:
+        return {"effect_ms": self.effect_ms, "ci_ms": list(self.ci_ms), "effect_pct": self.effect_pct,
+                "share": self.share, "significant": self.significant}
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """The change split between model and inputs (2x2 factorial), with the cells that could not run."""
+
+    method: str
+    cells: dict
+    unavailable: dict
+    model: Effect | None
+    input: Effect | None
+    interaction: Effect | None
+    note: str = ""
+    total_ms: float | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Attribution:
+        return cls(method=d["method"], cells=dict(d.get("cells") or {}), unavailable=dict(d.get("unavailable") or {}),
+                   model=Effect.from_dict(d.get("model")), input=Effect.from_dict(d.get("input")),
+                   interaction=Effect.from_dict(d.get("interaction")), note=d.get("note") or "", total_ms=d.get("total_ms"))
+
+    def effect(self, side: str) -> Effect | None:
+        return {"model": self.model, "input": self.input, "interaction": self.interaction}[side]
+
+    def to_dict(self) -> dict:
+        out = {"method": self.method, "cells": self.cells, "unavailable": self.unavailable,
+               "model": self.model and self.model.to_dict(), "input": self.input and self.input.to_dict(),
+               "interaction": self.interaction and self.interaction.to_dict(), "note": self.note}
+        if self.total_ms is not None:
+            out["total_ms"] = self.total_ms
+        return out
+
+
+@dataclass(frozen=True)
+class CellSummary:
+    """One benchmark cell (a model on a request set) in a few medians."""
+
+    n: int
+    p50_ms: float
+    preprocess_p50_ms: float
+    infer_p50_ms: float
+    input_elements_mean: float
+    input_signature: str
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """One cause, scored in [0, 1], with the evidence lines behind it: the uniform result of every rule."""
+
+    cause: str
+    score: float
+    summary: str
+    evidence: tuple[str, ...] = ()
+    next_steps: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "evidence", tuple(self.evidence))
+        object.__setattr__(self, "next_steps", tuple(self.next_steps))
+
+    def to_dict(self) -> dict:
+        return {"cause": self.cause, "score": self.score, "summary": self.summary, "evidence": list(self.evidence),
+                "next_steps": list(self.next_steps)}
+
+
+@dataclass(frozen=True)
+class RuleError:
+    """A cause rule that raised: recorded on the report, as a failing collector is, never a crash."""
+
+    rule: str
+    causes: tuple[str, ...]
+    error: str
+
+    def to_dict(self) -> dict:
+        return {"rule": self.rule, "causes": list(self.causes), "error": self.error}
+
+
+@dataclass(frozen=True)
+class ProfileSection:
+    """The trace diff's part of the report: plain-words findings, totals, the top rows of each table."""
+
+    findings: tuple[str, ...]
+    totals: dict
+    tables: dict
+    traces: dict
+    logdir: str
+
+    def to_dict(self) -> dict:
+        return {"findings": list(self.findings), "totals": self.totals, "tables": self.tables, "traces": self.traces,
+                "logdir": self.logdir}
+
+
+@dataclass(frozen=True)
+class DriftSection:
+    """Schema changes, drifted features, and how much of the latency change the input shift explains."""
+
+    identical: bool | None
+    schema_changes: tuple[dict, ...]
+    expected_schema: tuple[dict, ...]
+    drifted: tuple[dict, ...]
+    features_tested: int
+    settings: dict | None
+    latency_tie: dict
+
+    def to_dict(self) -> dict:
+        return {"identical": self.identical, "schema_changes": list(self.schema_changes),
+                "expected_schema": list(self.expected_schema), "drifted": list(self.drifted),
+                "features_tested": self.features_tested, "settings": self.settings, "latency_tie": self.latency_tie}
+
+
+@dataclass(frozen=True)
+class FixSection:
+    """The verify stage's outcome: each variant's latency and accuracy, the Pareto front, the verdict."""
+
+    status: str  # confirmed | partial | none
+    verdict: str
+    best: str | None
+    version: str
+    old: str | None
+    thresholds: dict
+    variants: tuple[dict, ...]
+    not_measured: tuple[dict, ...]
+    old_p50_ms: float | None = None
+    rounds: int | None = None
+    accuracy_requests: int | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FixSection:
+        return cls(status=d["status"], verdict=d["verdict"], best=d.get("best"), version=d["version"], old=d.get("old"),
+                   thresholds=d["thresholds"], variants=tuple(d["variants"]), not_measured=tuple(d["not_measured"]),
+                   old_p50_ms=d.get("old_p50_ms"), rounds=d.get("rounds"), accuracy_requests=d.get("accuracy_requests"))
+
+    def to_dict(self) -> dict:
+        return {"version": self.version, "old": self.old, "thresholds": self.thresholds, "variants": list(self.variants),
+                "not_measured": list(self.not_measured), "old_p50_ms": self.old_p50_ms, "rounds": self.rounds,
+                "accuracy_requests": self.accuracy_requests, "status": self.status, "best": self.best,
+                "verdict": self.verdict}
+
+
+@dataclass(frozen=True)
+class SourceStatus:
+    """How one evidence source fared: ok, unavailable (with why) or error (with the first line of it)."""
+
+    status: str
+    reason: str | None = None
+    source: str | None = None
+
+    def to_dict(self) -> dict:
+        out: dict[str, Any] = {"status": self.status}
+        if self.reason:
+            out["reason"] = self.reason
+        if self.source:
+            out["source"] = self.source
+        return out
+
+
+@dataclass(frozen=True)
+class Slo:
+    p99_ms: float | None
+    old_within: bool | None
+    new_within: bool | None
+
+    def to_dict(self) -> dict:
+        return {"p99_ms": self.p99_ms, "old_within": self.old_within, "new_within": self.new_within}
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    dir: str
+    started_at: str | None
+    budget_s: float | None
+    rounds: int | None
+    elapsed_s: float | None
+    stopped: str | None
+    registry: str | None
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything one compare found; `to_dict()` is report.json."""
+
+    tool: dict
+    model: str
+    old: str
+    new: str
+    verdict: str
+    summary: str
+    latency: Latency
+    attribution: Attribution
+    cells: dict[str, CellSummary]
+    hypotheses: tuple[Hypothesis, ...]
+    profile: ProfileSection | None
+    drift: DriftSection | None
+    fix: FixSection | None
+    evidence_sources: dict[str, SourceStatus]
+    slo: Slo
+    warnings: tuple[str, ...]
+    run: RunInfo
+    rule_errors: tuple[RuleError, ...] = ()
+    schema_version: str = SCHEMA_VERSION
+
+    def __post_init__(self):
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS}, not {self.verdict!r}")
+
+    def to_dict(self) -> dict:
+        return {
+            "schema_version": self.schema_version,
+            "tool": self.tool,
+            "model": self.model,
+            "old": self.old,
+            "new": self.new,
+            "verdict": self.verdict,
+            "summary": self.summary,
+            "latency": self.latency.to_dict(),
+            "attribution": self.attribution.to_dict(),
+            "cells": {key: cell.to_dict() for key, cell in self.cells.items()},
+            "hypotheses": [h.to_dict() for h in self.hypotheses],
+            "profile": self.profile and self.profile.to_dict(),
+            "drift": self.drift and self.drift.to_dict(),
+            "fix": self.fix and self.fix.to_dict(),
+            "evidence_sources": {name: s.to_dict() for name, s in self.evidence_sources.items()},
+            "rule_errors": [e.to_dict() for e in self.rule_errors],
+            "slo": self.slo.to_dict(),
+            "warnings": list(self.warnings),
+            "run": self.run.to_dict(),
+        }

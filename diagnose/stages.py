@@ -1,0 +1,183 @@
+"""The stages of a compare, each one shape: `stage(plan, folder)` measures and writes evidence files.
+
+`diagnose.compare` runs `STAGES` in order over one `Plan` and one `RunFolder`; no stage returns what it found
+except through the folder, so `diagnose analyze` later reads exactly what the next stage read. A stage that is
+an optional evidence source (drift, profile, verify, the signals) records its own failure in its evidence file
+and the compare goes on; a stage whose evidence the verdict needs (load, benchmark) raises.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from diagnose.attribution import NN, OO
+from diagnose.core import stats
+from diagnose.core.errors import UserError
+from diagnose.core.manifest import Manifest
+from diagnose.core.progress import Bar, status
+from diagnose.core.requestlog import describe
+from diagnose.core.runfolder import SIDES, RunFolder
+
+
+@dataclass
+class Plan:
+    """What one compare measures, resolved before anything runs; `loaded` is filled by the load stage."""
+
+    opts: object  # diagnose.compare.CompareOptions
+    registry_label: str
+    model: str
+    manifests: dict[str, Manifest]
+    request_paths: dict[str, Path]
+    requests: dict[str, pd.DataFrame]
+    loaded: dict = field(default_factory=dict)
+
+    @property
+    def identical(self) -> bool:
+        """Both versions replay the same requests (the same file content): the input effect is nil by design."""
+        digests = {_sha256(path) for path in self.request_paths.values()}
+        return len(digests) == 1
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _version_evidence(manifest: Manifest, loaded, requests_path: Path) -> dict:
+    return {
+        "status": "ok",
+        "source": str(manifest.path),
+        "format": manifest.format,
+        "artifact": manifest.artifact,
+        "artifact_sha256": manifest.artifact_sha256(),
+        "param_count": loaded.param_count,
+        "weight_bytes": loaded.weight_bytes,
+        "preprocess": manifest.preprocess,
+        "preprocess_sha256": manifest.preprocess_sha256(),
+        "requests": str(requests_path),
+        "requests_sha256": _sha256(requests_path),
+        "serving": manifest.to_dict()["serving"],
+        "slo": dict(manifest.slo),
+        "deployment": manifest.deployment,
+    }
+
+
+def signals(plan: Plan, folder: RunFolder) -> None:
+    """Recorded signals (--signals DIR), else the live cluster and Prometheus. First, so that a bad signals file
+    fails before minutes of benchmark."""
+    from diagnose.signals import collect_live, collect_offline, copy_into
+
+    manifest = plan.manifests["new"]
+    if plan.opts.signals is not None:
+        found = collect_offline(copy_into(folder.signals_dir, plan.opts.signals), manifest.deployment)
+    else:  # the sampled sources (the GPU) are sampled live around the benchmark instead
+        found = collect_live(manifest, folder.signals_dir, plan.opts.prometheus)
+    for source, evidence in found.items():
+        folder.write_evidence(source, evidence)
+
+
+def load(plan: Plan, folder: RunFolder) -> None:
+    """Both versions loaded; what they are, what they replay and where they run, as evidence."""
+    from collectors import environment
+    from profilers.runners import load_version
+
+    with status("Loading both versions"):
+        plan.loaded.update({side: load_version(m) for side, m in plan.manifests.items()})
+    folder.write_evidence("versions", {
+        side: _version_evidence(plan.manifests[side], plan.loaded[side], plan.request_paths[side]) for side in SIDES
+    } | {"status": "ok"})
+    folder.write_evidence("requests", {
+        "status": "ok", "identical": plan.identical,
+        **{side: describe(plan.requests[side]) | {"path": str(plan.request_paths[side])} for side in SIDES},
+    })
+    machine = environment.capture()
+    folder.write_evidence("environment", {
+        "status": "ok", **{side: environment.for_sample_set(machine, plan.manifests[side].serving) for side in SIDES},
+    })
+
+
+def drift(plan: Plan, folder: RunFolder) -> None:
+    """Schema and distribution drift of the two request logs, and each request's size features."""
+    from diagnose.drift_stage import expected_schema, record_drift
+
+    with status("Comparing the request logs (schema, drift, request sizes)"):
+        expected = expected_schema(plan.manifests["new"], plan.loaded["new"].input_spec, list(plan.requests["new"].columns))
+        record_drift(folder, plan.requests["old"], plan.requests["new"], expected)
+
+
+def _settled(frame) -> bool:
+    """Early-stop check on the samples so far: is the old-vs-new verdict settled?"""
+    old = frame.loc[frame["cell"] == OO, "latency_ms"].to_numpy()
+    new = frame.loc[frame["cell"] == NN, "latency_ms"].to_numpy()
+    if len(old) < 20 or len(new) < 20:
+        return False
+    return stats.settled(stats.relative_change(old, new, n_boot=500))
+
+
+def benchmark(plan: Plan, folder: RunFolder) -> None:
+    """The interleaved benchmark of the 2x2 cells, with this process's cgroup (and, live, the GPU) sampled around it."""
+    from collectors.cgroup import CgroupReader, CgroupSampler
+    from diagnose.core.evidence import collect_safely
+    from diagnose.signals import start_samplers, stop_samplers
+    from profilers.harness import BenchmarkPlan, Cell, run_benchmark
+
+    opts = plan.opts
+    cells = [Cell("old", "old"), Cell("new", "new")]
+    if opts.factorial and not plan.identical:
+        cells += [Cell("new", "old"), Cell("old", "new")]
+    bench = BenchmarkPlan(cells=tuple(cells), budget_s=opts.budget_s, seed=opts.seed)
+    cgroup = CgroupSampler(CgroupReader())
+    cgroup.start()  # the cgroup this process runs in: was the benchmark itself CPU-throttled?
+    samplers = start_samplers() if opts.signals is None else {}  # recorded signals take the place of live ones
+    with Bar(opts.budget_s, f"Benchmarking {len(cells)} cells") as bar:
+        result = run_benchmark(bench, plan.loaded, plan.requests, settled=_settled, on_progress=bar.update_to)
+    folder.write_evidence("cgroup", collect_safely(cgroup))
+    for source, evidence in stop_samplers(samplers, folder.signals_dir).items():
+        folder.write_evidence(source, evidence)
+    for key, side in ((OO, "old"), (NN, "new")):
+        if key in result.unavailable:
+            raise UserError(f"version {plan.manifests[side].version} cannot run these requests: {result.unavailable[key]}",
+                            plan.request_paths[side])
+    folder.write_samples(result.samples)
+    folder.write_evidence("benchmark", {
+        "status": "ok", "cells": [c.key for c in cells], "unavailable": result.unavailable,
+        "rounds": result.rounds, "elapsed_s": round(result.elapsed_s, 3), "stopped": result.stopped,
+        "budget_s": opts.budget_s, "warmup_batches": bench.warmup_batches, "timer": "time.perf_counter_ns",
+    })
+
+
+def profile(plan: Plan, folder: RunFolder) -> None:
+    """torch.profiler traces of both versions on the same requests, diffed op by op (after the benchmark, so the
+    profiler's overhead never touches a latency figure)."""
+    if not plan.opts.profile:
+        return
+    from profilers.profiling import profile_pair
+
+    with status("Profiling both versions on the same requests"):
+        folder.write_evidence("profile", profile_pair(folder.profile_dir, plan.loaded, plan.requests["old"],
+                                                      relative_to=folder.path))
+
+
+def verify(plan: Plan, folder: RunFolder) -> None:
+    """Optimized and config variants of the new version, built and timed: when asked, or by default when the
+    statistics say the model side leads a settled regression (decided from the samples, before any ranking)."""
+    from diagnose.analysis import outcome
+    from diagnose.verify import COMPARE_VARIANTS, measure_variants, model_side_leads
+
+    opts = plan.opts
+    if opts.verify is False:
+        return
+    if opts.verify is None:
+        result = outcome(folder)
+        if not model_side_leads(result.verdict, result.attribution.model):
+            return
+    budget = opts.verify_budget_s or min(12.0, opts.budget_s)
+    measure_variants(folder, plan.loaded["new"], plan.requests["new"], list(opts.variants or COMPARE_VARIANTS), budget,
+                     opts.seed, old=plan.loaded["old"], old_requests=plan.requests["old"])
+
+
+# The compare, in order. Signals come first (a bad signals file fails at once); load fills `plan.loaded`.
+STAGES = (signals, load, drift, benchmark, profile, verify)
