@@ -1,0 +1,130 @@
+"""The typed Report and the run-folder reader: an old run folder reads the same, report.json holds to its schema,
+results are immutable, and a toy cause, evidence source and output format are each one function plus one
+registry line."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import jsonschema
+import pytest
+from conftest import ROOT, run_cli
+
+from diagnose import sources
+from diagnose.analysis import analyze
+from diagnose.core.evidence import Evidence
+from diagnose.core.runfolder import RunFolder
+
+SAVED = ROOT / "fixtures" / "runs" / "textclf-v1-vs-v2"  # saved by main before the Report and RunFolder existed
+SCHEMA = json.loads((ROOT / "diagnose" / "schemas" / "report.schema.json").read_text())
+
+
+@pytest.fixture
+def saved_run(tmp_path):
+    """A copy of the saved run folder (analyze rewrites its reports)."""
+    return shutil.copytree(SAVED, tmp_path / "run")
+
+
+def test_an_old_run_folder_gives_the_same_verdict_figures_and_causes(saved_run):
+    before = json.loads((SAVED / "report.json").read_text())
+    result = run_cli("analyze", str(saved_run), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    after = json.loads(result.stdout)
+    assert RunFolder(saved_run).format_version == 1
+    assert after["verdict"] == before["verdict"] == "regression"
+    assert after["latency"] == before["latency"]
+    assert after["attribution"] == before["attribution"]
+    assert [(h["cause"], h["score"]) for h in after["hypotheses"]] == [(h["cause"], h["score"]) for h in before["hypotheses"]]
+    assert after["hypotheses"] == before["hypotheses"]
+    assert after["drift"] == before["drift"] and after["fix"] == before["fix"]
+    assert after["profile"]["totals"] == before["profile"]["signals"]  # renamed in format 2 / schema 2.0
+    assert after["evidence_sources"] == before["collectors"]
+    assert after["rule_errors"] == [] and after["schema_version"] == "2.0"
+    jsonschema.validate(after, SCHEMA)
+
+
+def test_report_to_dict_is_report_json_and_holds_to_the_schema(saved_run):
+    report = analyze(saved_run)
+    jsonschema.validate(report.to_dict(), SCHEMA)
+    assert json.loads((saved_run / "report.json").read_text())["schema_version"] == "1.0"  # not rewritten by analyze()
+    assert report.latency.old.samples.size == report.latency.old.stats.n  # the raw samples stay reachable
+    assert report.to_dict()["latency"]["old"]["n"] == report.latency.old.stats.n
+
+
+def test_results_are_immutable(saved_run):
+    report = analyze(saved_run)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        report.verdict = "no_regression"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        report.hypotheses[0].score = 0.0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Evidence.unavailable("gpu", "no GPU").status = "ok"
+    assert analyze(saved_run).to_dict()["hypotheses"] == report.to_dict()["hypotheses"]
+
+
+def test_each_file_is_read_once(saved_run):
+    folder = RunFolder(saved_run)
+    assert folder.samples() is folder.samples()
+    assert folder.evidence("versions") is folder.evidence("versions")
+    assert folder.evidence("no-such-source") == {"status": "unavailable", "reason": "stage skipped"}
+
+
+def _toy_offline(folder, deployment):
+    text = (folder / "toy.txt").read_text().strip()
+    return Evidence("toy", "ok", data={"queue_depth": int(text)}, summary=[f"queue depth {text}"])
+
+
+def _toy_rule(ctx):
+    from diagnose.core.report import Hypothesis
+
+    depth = ctx.signal("toy").get("queue_depth")
+    if not depth:
+        return None
+    return Hypothesis("serving.toy_queue", 0.7, f"The toy queue held {depth} requests", ctx.signal_summary("toy"))
+
+
+def _broken_rule(ctx):
+    raise KeyError("a key the rule expected")
+
+
+def test_a_toy_evidence_source_and_cause_rule_reach_the_report(saved_run, tmp_path, monkeypatch):
+    from diagnose import hypotheses
+    from diagnose.signals import collect_offline, copy_into
+
+    monkeypatch.setattr(sources, "SOURCES", sources.SOURCES + (
+        sources.EvidenceSource("toy", "signals", signal=True, files=("toy.txt",), offline=_toy_offline),))
+    monkeypatch.setattr(hypotheses, "RULES", hypotheses.RULES + (
+        hypotheses.Rule(("serving.toy_queue",), _toy_rule), hypotheses.Rule(("serving.broken",), _broken_rule)))
+    recorded = tmp_path / "recorded"
+    recorded.mkdir()
+    (recorded / "toy.txt").write_text("512\n")
+    (recorded / "notes.txt").write_text("not a documented file\n")
+    folder = RunFolder(saved_run)
+    found = collect_offline(copy_into(folder.signals_dir, recorded), {})
+    assert found["toy"].ok and found["gpu"].status == "unavailable"
+    assert (folder.signals_dir / "toy.txt").is_file() and not (folder.signals_dir / "notes.txt").exists()
+    folder.write_evidence("toy", found["toy"])
+
+    report = analyze(saved_run).to_dict()
+    assert report["evidence_sources"]["toy"] == {"status": "ok", "source": "toy"}
+    toy = next(h for h in report["hypotheses"] if h["cause"] == "serving.toy_queue")
+    assert toy["score"] == 0.7 and toy["evidence"] == ["toy: queue depth 512"]
+    assert report["hypotheses"][0]["cause"] == "preprocessing.change"  # the others still rank as before
+    assert report["rule_errors"] == [{"rule": "_broken_rule", "causes": ["serving.broken"],
+                                      "error": "KeyError: 'a key the rule expected'"}]
+    assert any("cause rule _broken_rule failed" in w for w in report["warnings"])
+    jsonschema.validate(report, SCHEMA)
+
+
+def test_a_toy_output_format_drives_the_cli_and_the_run_folder(saved_run, monkeypatch, capsys):
+    import reports
+    from diagnose.cli import main
+
+    toy = reports.Format("toy", lambda report: f"{report.model}: {report.verdict}\n", "report.toy", "a toy format")
+    monkeypatch.setattr(reports, "FORMATS", reports.FORMATS + (toy,))
+    assert main(["analyze", str(saved_run), "--format", "toy"]) == 0
+    assert capsys.readouterr().out == "textclf: regression\n"
+    assert (saved_run / "report.toy").read_text() == "textclf: regression\n"
+    assert (saved_run / "report.md").is_file()
