@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from diagnose.core.errors import UserError
+from diagnose.core.errors import UserError, first_line
 from diagnose.core.report import Report
 from diagnose.core.requestlog import load_requests
 from diagnose.core.runfolder import SIDES, RunFolder, new_dir
@@ -106,7 +106,7 @@ def run_compare(opts: CompareOptions) -> tuple[Path, Report]:
         folder.mark_incomplete(f"stopped: {exc}")
         raise
     except Exception as exc:
-        folder.mark_incomplete(f"internal error: {type(exc).__name__}: {exc}")
+        folder.mark_incomplete(f"internal error: {type(exc).__name__}: {first_line(exc)}")
         raise
 
 

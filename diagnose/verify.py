@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from diagnose.core import stats
+from diagnose.core.errors import first_line
 from diagnose.core.progress import Bar, status
 from diagnose.core.report import FixSection
 from diagnose.core.runfolder import RunFolder
@@ -101,7 +102,7 @@ def measure_variants(folder: RunFolder, base, requests: pd.DataFrame, names: lis
             try:
                 entries[name]["accuracy"] = compare_outputs(reference, _outputs(candidates[name], frames))
             except Exception as exc:  # one variant's failure never stops the others
-                entries[name].update(status="failed", reason=f"accuracy run failed: {type(exc).__name__}: {exc}"[:300])
+                entries[name].update(status="failed", reason=f"accuracy run failed: {type(exc).__name__}: {first_line(exc)}"[:300])
                 del candidates[name]
 
     versions = {"new": base} | candidates
