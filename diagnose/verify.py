@@ -102,7 +102,8 @@ def measure_variants(folder: RunFolder, base, requests: pd.DataFrame, names: lis
             try:
                 entries[name]["accuracy"] = compare_outputs(reference, _outputs(candidates[name], frames))
             except Exception as exc:  # one variant's failure never stops the others
-                entries[name].update(status="failed", reason=f"accuracy run failed: {type(exc).__name__}: {first_line(exc)}"[:300])
+                reason = f"accuracy run failed: {type(exc).__name__}: {first_line(exc)}"
+                entries[name].update(status="failed", reason=reason[:300])
                 del candidates[name]
 
     versions = {"new": base} | candidates
