@@ -27,8 +27,8 @@ from scipy import stats as sps
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from diagnose.core import stats  # noqa: E402
-from diagnose.compare import verdict_settled  # noqa: E402
 from diagnose.core.manifest import load_manifest  # noqa: E402
+from diagnose.stages import verdict_settled  # noqa: E402
 from profilers.harness import BenchmarkPlan, Cell, run_benchmark  # noqa: E402
 from profilers.runners import load_version  # noqa: E402
 

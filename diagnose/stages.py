@@ -108,7 +108,7 @@ def drift(plan: Plan, folder: RunFolder) -> None:
         record_drift(folder, plan.requests["old"], plan.requests["new"], expected)
 
 
-def _settled(frame) -> bool:
+def verdict_settled(frame) -> bool:
     """Early-stop check on the samples so far: is the old-vs-new verdict settled?"""
     old = frame.loc[frame["cell"] == OO, "latency_ms"].to_numpy()
     new = frame.loc[frame["cell"] == NN, "latency_ms"].to_numpy()
@@ -133,7 +133,7 @@ def benchmark(plan: Plan, folder: RunFolder) -> None:
     cgroup.start()  # the cgroup this process runs in: was the benchmark itself CPU-throttled?
     samplers = start_samplers() if opts.signals is None else {}  # recorded signals take the place of live ones
     with Bar(opts.budget_s, f"Benchmarking {len(cells)} cells") as bar:
-        result = run_benchmark(bench, plan.loaded, plan.requests, settled=_settled, on_progress=bar.update_to)
+        result = run_benchmark(bench, plan.loaded, plan.requests, settled=verdict_settled, on_progress=bar.update_to)
     folder.write_evidence("cgroup", collect_safely(cgroup))
     for source, evidence in stop_samplers(samplers, folder.signals_dir).items():
         folder.write_evidence(source, evidence)

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from diagnose.core.errors import CellUnavailable
+from diagnose.core.errors import CellUnavailable, first_line
 from profilers.runners import LoadedVersion, input_elements, input_signature
 
 SAMPLE_COLUMNS = [
@@ -100,8 +100,7 @@ class _CellRunner:
         except CellUnavailable:
             raise
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise CellUnavailable(f"{type(exc).__name__}: {first}"[:300]) from None
+            raise CellUnavailable(f"{type(exc).__name__}: {first_line(exc)}"[:300]) from None
 
 
 def run_benchmark(

@@ -15,10 +15,10 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from diagnose.core.errors import CellUnavailable, UserError
+from diagnose.core.errors import CellUnavailable, UserError, first_line
 from diagnose.core.manifest import Manifest
-
-_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
+from profilers.dtypes import ONNX_NUMPY_DTYPES, SERVING_DTYPES
+from profilers.ort_session import session_options
 
 
 def import_from_version(manifest: Manifest, ref: str, key: str) -> Any:
@@ -120,7 +120,7 @@ class LoadedVersion:
         if isinstance(value, torch.Tensor):
             if self.manifest.serving.device == "cuda":
                 value = value.to("cuda", non_blocking=False)
-            dtype = _DTYPES.get(self.manifest.serving.precision)
+            dtype = SERVING_DTYPES.get(self.manifest.serving.precision)
             if dtype and value.is_floating_point():
                 value = value.to(getattr(torch, dtype))
         return value
@@ -160,12 +160,7 @@ def _load_onnx(manifest: Manifest):
         import onnxruntime as ort
     except ImportError:
         raise UserError("format 'onnx' needs onnxruntime: pip install 'diagnose[onnx]'", manifest.path, "format") from None
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = manifest.serving.threads
-    options.inter_op_num_threads = 1
-    from profilers.variants import no_spinning
-
-    no_spinning(options)  # the old and new versions interleave on the same cores
+    options = session_options(manifest.serving.threads)  # no spinning: the old and new versions interleave on the same cores
     providers = ["CUDAExecutionProvider"] if manifest.serving.device == "cuda" else ["CPUExecutionProvider"]
     session = ort.InferenceSession(str(manifest.artifact_path), options, providers=providers)
     names = [i.name for i in session.get_inputs()]
@@ -174,13 +169,9 @@ def _load_onnx(manifest: Manifest):
         feed = {n: (x.cpu().numpy() if hasattr(x, "cpu") else np.asarray(x)) for n, x in zip(names, inputs, strict=False)}
         return session.run(None, feed)
 
-    spec = [{"name": i.name, "dtype": _ONNX_DTYPES.get(i.type, i.type),
+    spec = [{"name": i.name, "dtype": np.dtype(ONNX_NUMPY_DTYPES[i.type]).name if i.type in ONNX_NUMPY_DTYPES else i.type,
              "shape": [d if isinstance(d, int) and d > 0 else None for d in i.shape]} for i in session.get_inputs()]
     return run, spec
-
-
-_ONNX_DTYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16",
-                "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(bool)": "bool", "tensor(uint8)": "uint8"}
 
 
 def _exported_spec(module) -> list[dict] | None:
@@ -211,8 +202,7 @@ def load_version(manifest: Manifest) -> LoadedVersion:
     except UserError:
         raise
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot load {manifest.format} artifact {manifest.artifact_path.name}: {first}",
+        raise UserError(f"cannot load {manifest.format} artifact {manifest.artifact_path.name}: {first_line(exc)}",
                         manifest.path, "artifact") from None
     params = weight_bytes = None
     if isinstance(model, torch.nn.Module):
@@ -220,7 +210,7 @@ def load_version(manifest: Manifest) -> LoadedVersion:
             model.eval()
         params = sum(p.numel() for p in model.parameters())
         weight_bytes = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
-        dtype = _DTYPES.get(manifest.serving.precision)
+        dtype = SERVING_DTYPES.get(manifest.serving.precision)
         try:
             if dtype:
                 model = model.to(getattr(torch, dtype))

@@ -32,6 +32,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from profilers.dtypes import ONNX_NUMPY_DTYPES, SERVING_DTYPES
+from profilers.ort_session import session_options
 from profilers.runners import LoadedVersion, input_signature
 
 BUILD_VERSION = "1"  # bump when a build step changes what it writes: old cache entries are then ignored
@@ -55,9 +57,6 @@ VARIANTS: dict[str, str] = {
 _FAMILIES = {"torch": "torch", "ort": "onnxruntime", "tensorrt": "tensorrt"}
 _LEVELS = {"ort-disabled": "ORT_DISABLE_ALL", "ort-basic": "ORT_ENABLE_BASIC", "ort-extended": "ORT_ENABLE_EXTENDED",
            "ort-all": "ORT_ENABLE_ALL"}
-_NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-                "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8,
-                "tensor(bool)": np.bool_}
 _ATTENTION_PATH = {"Add", "Sub", "Mul", "Div", "Where", "Cast", "Identity"}  # what sits between Q.K^T and its Softmax
 _TUNING_CALLS = 20
 
@@ -117,8 +116,12 @@ class _ExportError(RuntimeError):
     """An export failure whose message already names the cause (so no exception type is prefixed to it)."""
 
 
-def first_line(exc: BaseException) -> str:
-    """The real error's first non-empty line, prefixed by its type, capped for a one-line report."""
+def _error_line(exc: BaseException) -> str:
+    """The real error's first non-empty line, prefixed by its type, capped for a one-line report.
+
+    Not `diagnose.core.errors.first_line`: torch.onnx colours its messages, so the colour codes go before a
+    line is picked, and the type leads the line because a variant's reason is read without its traceback.
+    """
     message = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # torch.onnx colours its messages
     text = next((line.strip() for line in message.splitlines() if line.strip()), "")
     return (f"{type(exc).__name__}: {text}" if text else type(exc).__name__)[:400]
@@ -245,7 +248,7 @@ class _Context:
         except Unavailable:
             raise
         except Exception as exc:
-            reason = str(exc) if isinstance(exc, _ExportError) else first_line(exc)
+            reason = str(exc) if isinstance(exc, _ExportError) else _error_line(exc)
             raise _NeedsExport(f"needs the ONNX export, which failed: {reason}") from exc
 
     def _export(self, path: Path) -> dict:
@@ -283,7 +286,7 @@ class _Context:
                                       external_data=False, optimize=True, verbose=False)
                 except Exception as exc:
                     # The exporter's own message is a page of next steps; the cause says what torch.export tripped on.
-                    raise _ExportError(f"torch.export could not capture the model: {first_line(exc.__cause__ or exc)}") from exc
+                    raise _ExportError(f"torch.export could not capture the model: {_error_line(exc.__cause__ or exc)}") from exc
         export_s = time.perf_counter() - start
         session = _session(self, path, "ORT_ENABLE_ALL", self.threads)
         worst = _verify(session, self.samples, self.reference())
@@ -363,10 +366,8 @@ def _fresh_script_module(base: LoadedVersion):
     """
     import torch
 
-    from profilers.runners import _DTYPES
-
     model = torch.jit.load(str(base.manifest.artifact_path), map_location="cpu").eval()
-    dtype = _DTYPES.get(base.manifest.serving.precision)
+    dtype = SERVING_DTYPES.get(base.manifest.serving.precision)
     if dtype:
         model = model.to(getattr(torch, dtype))
     return model.to("cuda") if base.manifest.serving.device == "cuda" else model
@@ -408,25 +409,11 @@ def _providers(ctx: _Context) -> list[str]:
 def _session(ctx: _Context, path: Path, level: str, threads: int, parallel: bool = False, inter_op: int = 1):
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
+    options = session_options(threads, inter_op)
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = inter_op
     options.execution_mode = ort.ExecutionMode.ORT_PARALLEL if parallel else ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3  # errors only: the fusion chatter of a quantized graph is not news
-    no_spinning(options)
     return ort.InferenceSession(str(path), options, providers=_providers(ctx))
-
-
-def no_spinning(options) -> None:
-    """Let ONNX Runtime's pool threads sleep when a run ends instead of spinning for more work.
-
-    The harness interleaves several runtimes on the same cores; a session whose threads spin after its run
-    steals those cores from the next cell (torch or another session), which measured as a 2x slowdown of every
-    cell on 2 cores. A serving process running one session would spin; here fairness between cells matters more.
-    """
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
 
 
 def _input_plan(session) -> list[tuple[str, int, Any]]:
@@ -438,7 +425,7 @@ def _input_plan(session) -> list[tuple[str, int, Any]]:
     for position, item in enumerate(session.get_inputs()):
         suffix = item.name.removeprefix("input_")
         index = int(suffix) if item.name.startswith("input_") and suffix.isdigit() else position
-        plan.append((item.name, index, _NUMPY_TYPES.get(item.type)))
+        plan.append((item.name, index, ONNX_NUMPY_DTYPES.get(item.type)))
     return plan
 
 
@@ -543,7 +530,7 @@ def _torch_compile(ctx: _Context, name: str) -> dict:
         compiled = torch.compile(model)
     except Exception as exc:
         if isinstance(model, torch.jit.ScriptModule):  # "torch.compile does not support compiling torch.jit.script ..."
-            raise Unavailable(first_line(exc)) from None
+            raise Unavailable(_error_line(exc)) from None
         raise
     with torch.inference_mode():  # the harness calls models under inference_mode: warm the same guards
         for sample in ctx.samples:
@@ -595,7 +582,7 @@ def _ort_int8(ctx: _Context, name: str) -> dict:
                                      reduce_range=reduce, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
                 return {**details, "source": "ort-transformers", "fusions": fusions}
             except Exception as exc:  # noqa: BLE001 - fall back to the unfused export, and say so
-                details["note"] = f"quantizing the fused graph failed ({first_line(exc)}); quantized the plain export"
+                details["note"] = f"quantizing the fused graph failed ({_error_line(exc)}); quantized the plain export"
         with _quiet():
             quantize_dynamic(str(path), str(out), weight_type=QuantType.QInt8, per_channel=True, reduce_range=reduce)
         return details
@@ -620,7 +607,7 @@ def _ort_int8_static(ctx: _Context, name: str) -> dict:
             with _quiet():
                 quant_pre_process(str(path), str(prepared))
         except Exception as exc:  # noqa: BLE001 - quantizing the raw export still works, only less well
-            prepared, note = path, f"pre-processing skipped: {first_line(exc)}"
+            prepared, note = path, f"pre-processing skipped: {_error_line(exc)}"
         plan = _file_plan(path)
         feeds = [{n: _numpy(sample[i], dt) for n, i, dt in plan} for sample in ctx.samples]
 
@@ -685,7 +672,7 @@ def _tensorrt(ctx: _Context, name: str) -> dict:
     try:
         import tensorrt as trt
     except ImportError as exc:
-        raise Unavailable(f"tensorrt not installed ({first_line(exc)})") from None
+        raise Unavailable(f"tensorrt not installed ({_error_line(exc)})") from None
     precision = name.split("-", 1)[1]
     if getattr(trt.BuilderFlag, precision.upper(), None) is None:
         raise Unavailable(f"TensorRT {trt.__version__} has no BuilderFlag.{precision.upper()}: 11.x builds strongly typed "
@@ -843,7 +830,7 @@ def build_variants(base: LoadedVersion, sample_inputs: list[tuple], names: list[
         except _NeedsExport as exc:
             variant = Variant(name, family, "failed", str(exc), 0.0, False, None, {})
         except Exception as exc:  # noqa: BLE001 - one variant's failure is its result, never the end of the others
-            variant = Variant(name, family, "failed", first_line(exc), 0.0, False, None, {})
+            variant = Variant(name, family, "failed", _error_line(exc), 0.0, False, None, {})
         variant.build_s = round(time.perf_counter() - start, 4)
         variants.append(variant)
     return variants

@@ -25,8 +25,10 @@ import pytest
 
 from diagnose.core.errors import UserError
 from fixtures.synthetic_trace import write_synthetic_trace
-from profilers import traces
-from profilers.traces import CATEGORIES, IJSON_BACKEND, Trace, TraceError, find_trace_files, nest, read_trace
+from profilers import json_scan, trace_fast_reader, traces
+from profilers.trace_ijson_reader import IJSON_BACKEND
+from profilers.trace_nesting import nest
+from profilers.traces import CATEGORIES, Trace, TraceError, find_trace_files, read_trace
 
 ROOT = Path(__file__).resolve().parent.parent
 TRACES = ROOT.parent / "shared" / "data" / "traces"
@@ -823,9 +825,9 @@ def check_paths_agree(path: Path, fast_must_read: bool, keep_python: bool = Fals
 def chunk(request, monkeypatch):
     """Small chunks put every chunk boundary inside strings, escapes, numbers and events."""
     if request.param is not None:
-        monkeypatch.setattr(traces, "_CHUNK", request.param)
-        monkeypatch.setattr(traces, "_SCAN_WINDOW", max(1, request.param // 3))
-        monkeypatch.setattr(traces, "_BATCH_BYTES", request.param * 5)
+        monkeypatch.setattr(trace_fast_reader, "_CHUNK", request.param)
+        monkeypatch.setattr(trace_fast_reader, "_SCAN_WINDOW", max(1, request.param // 3))
+        monkeypatch.setattr(trace_fast_reader, "_BATCH_BYTES", request.param * 5)
     return request.param
 
 
@@ -1021,7 +1023,7 @@ def test_random_documents_agree(tmp_path, monkeypatch):
             raw[at:at + rng.randint(0, 1)] = rng.choice([b",", b"]", b"}", b'"', b"\\", b"", b"99999999999999999999"])
         p = tmp_path / f"r{i}.json"
         p.write_bytes(bytes(raw))
-        monkeypatch.setattr(traces, "_CHUNK", rng.choice([7, 50, 999, 1 << 16]))
+        monkeypatch.setattr(trace_fast_reader, "_CHUNK", rng.choice([7, 50, 999, 1 << 16]))
         check_paths_agree(p, fast_must_read=False, keep_python=rng.random() < 0.2)
         if not broken:
             assert outcome(p, "fast")[0] != "declined", i
@@ -1064,7 +1066,7 @@ def test_scanner_matches_a_byte_at_a_time_reference():
         for end in cuts + [len(text)]:
             if end <= start:
                 continue
-            (at, cls, depths), state = traces._scan(np.frombuffer(text[start:end], dtype=np.uint8), *state)
+            (at, cls, depths), state = json_scan.scan(np.frombuffer(text[start:end], dtype=np.uint8), *state)
             got += [(start + int(a), text[start + int(a)], int(d)) for a, d in zip(at, depths, strict=True)]
             start = end
         assert got == reference_structure(text), text
@@ -1072,8 +1074,8 @@ def test_scanner_matches_a_byte_at_a_time_reference():
 
 def test_fast_path_with_the_standard_json_module(tmp_path, monkeypatch):
     """Without orjson, the standard library's json stands in: the same result."""
-    monkeypatch.setattr(traces, "_loads", traces._json_loads)
-    monkeypatch.setattr(traces, "_CHUNK", 999)
+    monkeypatch.setattr(trace_fast_reader, "_loads", trace_fast_reader._json_loads)
+    monkeypatch.setattr(trace_fast_reader, "_CHUNK", 999)
     for name, path in tricky_documents(tmp_path).items():
         check_paths_agree(path, fast_must_read=name not in FAST_DECLINES)
     for i, text in enumerate(BAD_DOCUMENTS.values()):
@@ -1091,7 +1093,7 @@ def test_auto_uses_the_fast_path_and_restores_gc(tmp_path, monkeypatch):
     def no_ijson(*args, **kwargs):
         raise AssertionError("the ijson path was used")
 
-    monkeypatch.setattr(traces, "_parse_events", no_ijson)
+    monkeypatch.setattr(traces, "read_ijson", no_ijson)
     assert gc.isenabled()
     assert read_trace(p).events["name"].tolist() == ["a", "b"]
     assert gc.isenabled()

@@ -1,0 +1,77 @@
+"""Trace files: finding them under a folder, checking one before a parse, opening it (gzip or plain).
+
+Every problem with the file itself (missing, a folder, empty, unreadable) is a `TraceError` naming the file,
+so the CLI prints one line and the user never needs a traceback to see which trace is wrong.
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+from diagnose.core.errors import UserError
+
+_TRACE_SUFFIXES = (".json", ".json.gz")
+
+
+class TraceError(UserError):
+    """A trace file that cannot be read: the message names the file and what is wrong."""
+
+
+def find_trace_files(path) -> list[Path]:
+    """`path` itself if it is a file; if a folder, every *.json / *.json.gz below it (sorted)."""
+    p = Path(path)
+    if p.is_file():
+        return [p]
+    if not p.exists():
+        raise TraceError("no such file or folder", path=p)
+    if not p.is_dir():
+        raise TraceError("not a file or folder", path=p)
+    found = [f for f in p.rglob("*") if f.is_file() and f.name.endswith(_TRACE_SUFFIXES)]
+    return sorted(found)
+
+
+def check_trace_file(path: Path) -> None:
+    """TraceError unless `path` is a non-empty file: checked before either reader opens it."""
+    if path.is_dir():
+        raise TraceError("is a folder, not a trace file", path=path)
+    if not path.exists():
+        raise TraceError("file not found", path=path)
+    try:
+        if path.stat().st_size == 0:
+            raise TraceError("empty file", path=path)
+    except OSError as e:
+        raise TraceError(f"cannot read: {e.strerror or e}", path=path) from None
+
+
+def open_trace(path: Path):
+    """Open `path` for binary reading, through gzip when it starts with the gzip magic bytes.
+
+    Returns (the decoded stream, the file under it, whether it is gzip); `close_trace` closes both.
+    """
+    try:
+        raw = open(path, "rb")
+    except FileNotFoundError:
+        raise TraceError("file not found", path=path) from None
+    except IsADirectoryError:
+        raise TraceError("is a folder, not a trace file", path=path) from None
+    except OSError as e:
+        raise TraceError(f"cannot open: {e.strerror or e}", path=path) from None
+    try:
+        magic = raw.read(2)
+        raw.seek(0)
+    except OSError as e:
+        raw.close()
+        raise TraceError(f"cannot read: {e.strerror or e}", path=path) from None
+    if magic == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=raw, mode="rb"), raw, True
+    return raw, raw, False
+
+
+def close_trace(fh, raw) -> None:
+    """Close what `open_trace` opened, quietly: a reader closing after an error has already reported it."""
+    for f in (fh, raw):
+        try:
+            f.close()
+        except Exception:  # closing a broken gzip stream can raise again; nothing left to report
+            pass
