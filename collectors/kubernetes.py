@@ -25,7 +25,9 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
+from diagnose.core.errors import first_line
 from diagnose.core.evidence import Evidence
+from diagnose.core.times import parse_time
 
 SOURCE = "kubernetes"
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
@@ -69,22 +71,6 @@ def parse_quantity(value) -> Decimal | None:
         return number * (Decimal(10) ** int(m.group(2)[1:]) if m.group(2) else _SUFFIX[m.group(3)])
     except (InvalidOperation, ValueError):
         return None
-
-
-def parse_time(value) -> datetime | None:
-    """An RFC 3339 time from the API ("2026-11-20T10:32:05Z", MicroTime with fractions) or a datetime -> aware UTC."""
-    if value in (None, ""):
-        return None
-    if isinstance(value, datetime):
-        dt = value
-    else:
-        try:
-            dt = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc)
 
 
 def _iso(dt: datetime | None) -> str | None:
@@ -709,5 +695,5 @@ class KubernetesCollector:
                                 or "timed out" in str(cause)):
                 raise TimeoutError(f"no answer from the API server at {host} within the {self.timeout_s:g} s timeout "
                                    f"(timeout_s) while listing {what}") from None
-            detail = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+            detail = first_line(cause)
             raise ConnectionError(f"cannot reach the API server at {host} while listing {what}: {detail}") from None

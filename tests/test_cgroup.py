@@ -411,5 +411,5 @@ def test_compare_inside_a_throttled_cgroup_is_seen_as_throttled(make_cgroup, tin
     evidence = json.loads((out / "evidence" / "cgroup.json").read_text())
     assert evidence["status"] == "ok" and evidence["data"]["throttled_ratio"] > 0.5, evidence
     assert evidence["data"]["quota_cores"] == pytest.approx(0.3)
-    assert report["collectors"]["cgroup"]["status"] == "ok"
+    assert report["evidence_sources"]["cgroup"]["status"] == "ok"
     assert any("ran CPU-throttled" in w and "quota 0.3 cores" in w for w in report["warnings"]), report["warnings"]

@@ -23,16 +23,16 @@ def test_tiny_pair_checked_by_hand():
     """test.json.gz adds three CPU ops inside ProfilerStep#1010; 2 steps per side, so per step it is half."""
     diff = diff_traces(read_trace(TRACES / "hta/trace_compare/base/base.json.gz"),
                        read_trace(TRACES / "hta/trace_compare/test/test.json.gz"))
-    assert diff["signals"]["steps"] == {"old": 2, "new": 2}
-    assert diff["signals"]["delta_self_ms_per_step"] == pytest.approx((311 + 11 + 207) / 2 / 1000, abs=1e-6)
+    assert diff["totals"]["steps"] == {"old": 2, "new": 2}
+    assert diff["totals"]["delta_self_ms_per_step"] == pytest.approx((311 + 11 + 207) / 2 / 1000, abs=1e-6)
     ops = diff["tables"]["ops"]
     all2all = row(ops, "All2All_Pooled_Req")
     assert all2all["status"] == "added" and all2all["new_calls"] == 0.5 and all2all["new_self_us"] == pytest.approx(155.5)
     assert all2all["share"] == pytest.approx(311 / 529, abs=1e-3)
     assert row(ops, "AddmmBackward0")["delta_self_us"] == pytest.approx(103.5)
     assert ops[0]["key"] == "All2All_Pooled_Req"  # ranked by contribution
-    assert set(diff["signals"]["ops_added"]) == {"All2All_Pooled_Req", "AddmmBackward0", "CatBackward0"}
-    assert diff["signals"]["ops_removed"] == []
+    assert set(diff["totals"]["ops_added"]) == {"All2All_Pooled_Req", "AddmmBackward0", "CatBackward0"}
+    assert diff["totals"]["ops_removed"] == []
     # aten::zeros starts before the first step and aten::zero_ after the last: outside every step, not counted
     assert all(r["key"] not in ("aten::zeros", "aten::zero_") for r in ops)
     assert diff["findings"][0].startswith("All2All_Pooled_Req (new op): +0.16 ms/step, 59% of the change")
@@ -44,9 +44,9 @@ def test_dataloader_workers_pair_points_at_data_loading():
     diff = diff_traces(read_trace(next((base / "resnet50_num_workers_0").glob("*.gz"))),
                        read_trace(next((base / "resnet50_num_workers_4").glob("*.gz"))))
     names = [r["key"] for r in diff["tables"]["ops"][:10]]
-    added_removed = diff["signals"]["ops_added"] + diff["signals"]["ops_removed"]
+    added_removed = diff["totals"]["ops_added"] + diff["totals"]["ops_removed"]
     assert any("DataLoader" in n for n in names + added_removed), (names, added_removed)
-    assert diff["signals"]["steps"]["old"] >= 1 and "kernels" in diff["tables"]
+    assert diff["totals"]["steps"]["old"] >= 1 and "kernels" in diff["tables"]
     # the same model: the convolutions ran on both sides with the same call counts
     conv = [r for r in diff["tables"]["ops"] if r["key"] == "aten::cudnn_convolution"]
     assert not conv or conv[0]["old_calls"] == conv[0]["new_calls"]
@@ -85,7 +85,7 @@ def test_cli_diff_traces_on_every_shared_trace(tmp_path):
         assert result.returncode == 0, (path, result.stderr)
         assert "CPU op self time per step" in result.stdout
     pair = run_cli("diff-traces", str(TRACES / "hta/trace_compare/base"), str(TRACES / "hta/trace_compare/test"), "--json")
-    assert pair.returncode == 0 and json.loads(pair.stdout)["signals"]["ops_added"]
+    assert pair.returncode == 0 and json.loads(pair.stdout)["totals"]["ops_added"]
 
 
 @pytest.mark.parametrize("content, needle",

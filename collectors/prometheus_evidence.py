@@ -1,0 +1,163 @@
+"""Prometheus series -> Evidence: the deployment's containers, GPU and latency, the hour before the deploy vs
+the hour after, with one summary line per finding (`prometheus_evidence`, shared by the file and live paths)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+
+from collectors.gpu_evidence import CLOCK_STEADY_PCT
+from collectors.gpu_readings import REASON_WORDS
+from collectors.openmetrics import Series, SeriesKey
+from collectors.prometheus_format import bytes_text, clock_time, duration, iso_time, ms_text, pct_text, plural
+from collectors.prometheus_groups import Windows, container_numbers, gpu_numbers, latency_numbers
+from collectors.prometheus_math import on_grid
+from collectors.prometheus_selection import Target, select_series
+from diagnose.core.evidence import Evidence
+from diagnose.core.times import parse_time
+
+SOURCE = "prometheus"
+DEFAULT_LATENCY_METRIC = "http_request_duration_seconds"
+WINDOW = timedelta(hours=1)
+STEP_S = 30
+ALIGN_TOLERANCE_S = 600     # a change point this close to the deploy "lines up" with it
+
+
+def window_seconds(window) -> float:
+    """A window given as a timedelta or in seconds, in seconds."""
+    return window.total_seconds() if isinstance(window, timedelta) else float(window)
+
+
+def prometheus_evidence(series: dict[SeriesKey, Series], deployed_at, *, target: Target | None = None,
+                        latency_metric: str = DEFAULT_LATENCY_METRIC, window=WINDOW, step_s: int = STEP_S,
+                        tolerance_s: float = ALIGN_TOLERANCE_S, origin: dict | None = None,
+                        lookback_s: float | None = None, extra_notes: list[str] | tuple = (),
+                        parse_stats: dict | None = None) -> Evidence:
+    """Raw series {(name, labels): (timestamps, values)} -> Evidence: before vs after the deploy. See
+    docs/signals.md ("Prometheus") for every key. `origin` says where the series came from (file or URL).
+
+    `extra_notes` are what reading the series noted (lines skipped, series dropped) and `parse_stats` a file's
+    parse counts (data key `parse`): both go into the evidence as it is made, when there is evidence to make."""
+    target = target or Target()
+    origin = dict(origin or {})
+    where = origin.get("path") or origin.get("url") or "the series"
+    deploy = parse_time(deployed_at)
+    if deploy is None:
+        why = "no deployed_at given" if deployed_at in (None, "") else f"deployed_at {deployed_at!r} is not a time"
+        return Evidence.unavailable(SOURCE, f"{why}: Prometheus series are compared before and after the deploy")
+    window_s, step_s = window_seconds(window), int(step_s)
+    lookback_s = step_s if lookback_s is None else lookback_s
+    w = Windows(deploy.timestamp(), window_s, step_s)
+    groups = select_series(series, target, latency_metric)
+    if not any(groups.values()):
+        names = sorted({name for name, _ in series})
+        present = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+        return Evidence.unavailable(SOURCE, f"no series for {target.describe()} in {where} (metrics present: "
+                                            f"{present or 'none'})")
+    gridded = {g: {k: on_grid(ts, vs, w.grid, lookback_s) for k, (ts, vs) in items.items()}
+               for g, items in groups.items()}
+    if not any(np.any(~np.isnan(v)) for items in gridded.values() for v in items.values()):
+        starts = [ts[0] for items in groups.values() for ts, _ in items.values() if len(ts)]
+        ends = [ts[-1] for items in groups.values() for ts, _ in items.values() if len(ts)]
+        covers = f" (the series cover {iso_time(min(starts))} .. {iso_time(max(ends))})" if starts else ""
+        return Evidence.unavailable(SOURCE, f"no samples for {target.describe()} in {where} between "
+                                            f"{iso_time(w.grid[0])} and {iso_time(w.grid[-1])}{covers}")
+    notes: list[str] = []
+    data: dict = {
+        "origin": origin,
+        "deployed_at": iso_time(w.deploy),
+        "window_s": window_s,
+        "step_s": step_s,
+        "windows": {"before": [iso_time(w.deploy - window_s), iso_time(w.deploy)],
+                    "after": [iso_time(w.deploy), iso_time(w.deploy + window_s)]},
+        "target": target.to_dict(),
+        "series_matched": {g: len(items) for g, items in groups.items()},
+    }
+    data.update(container_numbers(gridded["containers"], w, notes, target))
+    data["gpu"] = gpu_numbers(gridded["gpu"], w, notes, target)
+    data["latency"] = latency_numbers(gridded["latency"], w, notes, target, latency_metric, tolerance_s)
+    data["notes"] = notes + list(extra_notes)
+    if parse_stats is not None:
+        data["parse"] = parse_stats
+    return Evidence(source=SOURCE, status="ok", data=data, summary=_summary(data))
+
+
+def _summary(d: dict) -> list[str]:
+    lines: list[str] = []
+    r = d["throttled_ratio"]
+    if r["after"] is not None:
+        before = f"{pct_text(r['before'])} before" if r["before"] is not None else "no data before"
+        line = f"CPU throttled in {pct_text(r['after'])} of CFS periods after the deploy ({before})"
+        if d["throttling_high"]:
+            line += "; above the 25% at which kubernetes-mixin's CPUThrottlingHigh fires"
+            if r["worst_after"]:
+                line += f" (worst: pod {r['worst_after']['pod']}, {pct_text(r['worst_after']['ratio'])})"
+        lines.append(line)
+    c = d["cpu_usage_cores"]
+    if c["after"] is not None:
+        before = f"{c['before']:.2f} before" if c["before"] is not None else "no data before"
+        lines.append(f"CPU use {c['after']:.2f} cores per container after the deploy ({before})")
+    m, limit, headroom = d["memory_working_set_bytes"], d["memory_limit_bytes"], d["memory_headroom_after"]
+    if m["after"] is not None:
+        line = f"memory working set peaked at {bytes_text(m['after'])} after the deploy"
+        line += f" ({bytes_text(m['before'])} before)" if m["before"] is not None else ""
+        if limit is not None:
+            line += f"; limit {bytes_text(limit)}"
+            if headroom is not None:
+                line += f", {pct_text(max(headroom, 0))} headroom" + (" (at the limit)" if headroom <= 0.02 else "")
+        lines.append(line)
+    oom, restarts, killed = d["oom_events"], d["restarts"], d["last_terminated_oomkilled"]
+    if oom is not None or restarts is not None:
+        parts = []
+        if oom is not None:
+            parts.append(f"{plural(oom, 'OOM event')}" if oom else "no OOM events")
+        if restarts is not None:
+            parts.append(f"{plural(restarts, 'restart')}" if restarts else "no restarts")
+        line = " and ".join(parts) + " after the deploy"
+        if killed:
+            line += f"; {plural(killed, 'container')} last terminated OOMKilled"
+        lines.append(line)
+    g = d["gpu"]
+    sm = g["sm_clock_mhz"]
+    if sm["after"] is not None:
+        if g["clock_drop_pct"] is not None and abs(g["clock_drop_pct"]) >= CLOCK_STEADY_PCT:
+            line = (f"GPU SM clock {sm['before']:.0f} -> {sm['after']:.0f} MHz ({-g['clock_drop_pct']:+.0f}%) "
+                    "after the deploy")
+        else:
+            before = f" ({sm['before']:.0f} before the deploy)" if sm["before"] is not None else ""
+            line = f"GPU SM clock steady at {sm['after']:.0f} MHz{before}"
+        reasons = g["throttle_reasons_after"]
+        if reasons is not None:
+            words = [f"{REASON_WORDS.get(x, x)} in {g['throttle_reason_share_after'][x]:.0%} of samples" for x in reasons]
+            line += "; " + (", ".join(words) if words else "no clock throttling")
+        extras = [f"{g['temp_c_after']:.0f} C" if g["temp_c_after"] is not None else None,
+                  f"{g['power_w_after']:.0f} W" if g["power_w_after"] is not None else None]
+        extras = [e for e in extras if e]
+        lines.append(line + (f"; {', '.join(extras)}" if extras else ""))
+    if g["util_pct"]["after"] is not None:
+        before = f" ({g['util_pct']['before']:.0f}% before)" if g["util_pct"]["before"] is not None else ""
+        lines.append(f"GPU {g['util_pct']['after']:.0f}% busy after the deploy{before}")
+    lat = d["latency"]
+    p99, p50 = lat["p99_ms"], lat["p50_ms"]
+    if p99["after"] is not None and p99["before"] is not None:
+        lines.append(f"p99 latency {ms_text(p99['before'])} -> {ms_text(p99['after'])} ms (p50 {ms_text(p50['before'])} -> "
+                     f"{ms_text(p50['after'])} ms), the hour before the deploy vs the hour after")
+    elif p99["after"] is not None:
+        lines.append(f"p99 latency {ms_text(p99['after'])} ms after the deploy (p50 {ms_text(p50['after'])} ms); none before")
+    cp = lat["change_point"]
+    if cp:
+        at = datetime.strptime(cp["at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
+        rel = "after" if cp["lag_s"] >= 0 else "before"
+        line = (f"the p99 jump began at {clock_time(at)} UTC, {duration(cp['lag_s'])} {rel} the deploy "
+                f"({ms_text(cp['before_ms'])} -> {ms_text(cp['after_ms'])} ms, {cp['step_pct']:+.0f}%)")
+        if cp["aligned_with_deploy"]:
+            line += f": within {duration(cp['tolerance_s'])} of the deploy"
+        else:
+            line += (f": beyond the {duration(cp['tolerance_s'])} tolerance, so it did not start with the rollout itself; "
+                     f"look at what changed at {clock_time(at)} (OOM kills, restarts, traffic)")
+        lines.append(line)
+    elif lat["timeline"] is not None and lat["timeline"]["t"]:
+        lines.append("no change point in p99 latency around the deploy")
+    lines.extend(d["notes"])
+    return lines

@@ -1,0 +1,266 @@
+"""The numbers of each group of series, before vs after the deploy: containers (CPU throttling and use, memory
+against the limit, OOM kills, restarts), the GPU (DCGM clocks, throttle reasons, heat, power) and latency
+(p50/p99 per window, the p99 timeline and its change point).
+
+Each reader appends a note for what it could not find, so a missing exporter is said, never guessed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from collectors.gpu_evidence import REASON_SHARE
+from collectors.gpu_readings import decode_reasons
+from collectors.prometheus_change_points import change_points
+from collectors.prometheus_format import bytes_text, iso_time, rounded
+from collectors.prometheus_math import counter_deltas, histogram_quantile, increase, make_grid
+from collectors.prometheus_selection import CADVISOR, DCGM, KSM, Target
+
+THROTTLING_HIGH = 0.25      # kubernetes-mixin's CPUThrottlingHigh threshold
+MIN_STEP_PCT = 10.0         # a smaller shift in p99 is not called a jump
+MIN_THROTTLE_PERIODS = 10   # a container with fewer CFS periods in the window is not named the worst
+
+
+def _container_key(labels) -> tuple:
+    labels = dict(labels)
+    return labels.get("namespace"), labels.get("pod"), labels.get("container")
+
+
+class Windows:
+    """The grid around the deploy, and which of its points are before and after it (counters and
+    gauges differ at the deploy instant)."""
+
+    def __init__(self, deploy_s: float, window_s: float, step_s: int):
+        self.grid = make_grid(deploy_s, window_s, step_s)
+        self.deploy = float(round(deploy_s))
+        self.window_s, self.step_s = window_s, step_s
+        # counters: the increase up to grid point g covers (g - step, g], so the steps ending in
+        # (deploy - window, deploy] are before and those ending in (deploy, deploy + window] after
+        self.before = (self.grid > self.deploy - window_s) & (self.grid <= self.deploy)
+        self.after = (self.grid > self.deploy) & (self.grid <= self.deploy + window_s)
+        # gauges: a value at the deploy instant is already "after" (a new pod's first sample)
+        self.gauge_before = (self.grid >= self.deploy - window_s) & (self.grid < self.deploy)
+        self.gauge_after = (self.grid >= self.deploy) & (self.grid <= self.deploy + window_s)
+
+    def masks(self):
+        return (("before", self.before), ("after", self.after))
+
+    def gauge_masks(self):
+        return (("before", self.gauge_before), ("after", self.gauge_after))
+
+
+def container_numbers(group: dict, w: Windows, notes: list[str], target: Target) -> dict:
+    """cAdvisor and kube-state-metrics: CPU throttling and use, memory vs limit, OOM kills, restarts."""
+    by_name: dict[str, dict] = {}
+    for (name, labels), values in group.items():
+        by_name.setdefault(name, {})[_container_key(labels)] = values
+    out: dict = {}
+
+    throttled, periods = by_name.get(CADVISOR[0], {}), by_name.get(CADVISOR[1], {})
+    ratio = {"before": None, "after": None, "worst_after": None}
+    if periods:
+        for side, mask in w.masks():
+            num = [increase(v, w.grid, mask) for v in throttled.values()]
+            den = [increase(v, w.grid, mask) for v in periods.values()]
+            num, den = [x for x in num if x is not None], [x for x in den if x is not None]
+            if den and sum(den) > 0 and num:
+                ratio[side] = rounded(sum(num) / sum(den), 4)
+        worst = None
+        for key, v in periods.items():
+            den = increase(v, w.grid, w.after)
+            num = increase(throttled[key], w.grid, w.after) if key in throttled else None
+            if den and den >= MIN_THROTTLE_PERIODS and num is not None and (worst is None or num / den > worst[2]):
+                worst = (key[1], key[2], num / den)
+        if worst:
+            ratio["worst_after"] = {"pod": worst[0], "container": worst[1], "ratio": rounded(worst[2], 4)}
+    if not periods or not throttled:
+        notes.append(f"no {CADVISOR[1] if not periods else CADVISOR[0]} series for {target.describe()}: "
+                     "CPU throttling unknown")
+    out["throttled_ratio"] = ratio
+    out["throttling_high"] = None if ratio["after"] is None else ratio["after"] > THROTTLING_HIGH
+
+    usage = by_name.get(CADVISOR[2], {})
+    cores = {"before": None, "after": None}
+    running = {"before": None, "after": None}
+    if usage:
+        for side, mask in w.masks():
+            used = busy = 0.0
+            for v in usage.values():
+                deltas, spans = counter_deltas(v, w.grid)
+                on = mask & (deltas > 0)  # the container ran in this step (its CPU counter advanced)
+                used += float(np.nansum(deltas[on]))
+                busy += float(np.nansum(spans[on]))
+            if busy > 0:
+                cores[side] = rounded(used / busy, 4)
+                running[side] = rounded(busy / w.window_s, 2)
+    else:
+        notes.append(f"no {CADVISOR[2]} series for {target.describe()}: CPU use unknown")
+    out["cpu_usage_cores"] = cores
+    out["containers_running"] = running
+
+    ws = by_name.get(CADVISOR[3], {})
+    peaks: dict[str, dict] = {"before": {}, "after": {}}
+    for key, v in ws.items():
+        for side, mask in w.gauge_masks():
+            if np.any(~np.isnan(v[mask])):
+                peaks[side][key] = float(np.nanmax(v[mask]))
+    out["memory_working_set_bytes"] = {side: (int(max(p.values())) if p else None) for side, p in peaks.items()}
+    if not ws:
+        notes.append(f"no {CADVISOR[3]} series for {target.describe()}: memory use unknown")
+
+    limits: dict[tuple, tuple[float, float]] = {}  # container -> (time of its last value, value)
+    for (name, labels), v in group.items():
+        if name != KSM[0] or dict(labels).get("resource") != "memory":
+            continue
+        for mask in (w.gauge_after, w.gauge_before):
+            valid = np.flatnonzero(mask & ~np.isnan(v))
+            if len(valid):
+                limits[_container_key(labels)] = (float(w.grid[valid[-1]]), float(v[valid[-1]]))
+                break
+    limit = None
+    if limits:
+        latest = max(t for t, _ in limits.values())
+        current = sorted({val for t, val in limits.values() if t == latest})
+        limit = int(current[0])
+        if len(current) > 1:
+            notes.append(f"the containers' memory limits differ ({', '.join(bytes_text(c) for c in current)}): "
+                         "the smallest is reported")
+    else:
+        notes.append(f"no {KSM[0]}{{resource=\"memory\"}} series for {target.describe()}: memory limit unknown")
+    out["memory_limit_bytes"] = limit
+    headrooms = [(limits[k][1] - peak) / limits[k][1] for k, peak in peaks["after"].items()
+                 if k in limits and limits[k][1] > 0]
+    out["memory_headroom_after"] = rounded(min(headrooms), 4) if headrooms else None
+
+    for field, name, what in (("oom_events", CADVISOR[4], "OOM events"), ("restarts", KSM[1], "restarts")):
+        found = by_name.get(name, {})
+        values = [increase(v, w.grid, w.after) for v in found.values()]
+        values = [x for x in values if x is not None]
+        out[field] = int(round(sum(values))) if values else None
+        if not found:
+            notes.append(f"no {name} series for {target.describe()}: {what} unknown")
+    for side, mask in w.gauge_masks():
+        killed = {_container_key(labels) for (name, labels), v in group.items()
+                  if name == KSM[2] and dict(labels).get("reason") == "OOMKilled"
+                  and np.any(v[mask & ~np.isnan(v)] >= 1)}
+        key = "last_terminated_oomkilled" + ("" if side == "after" else "_before")
+        out[key] = len(killed) if KSM[2] in by_name or KSM[1] in by_name else None
+    if KSM[2] not in by_name and KSM[1] not in by_name:
+        notes.append(f"no kube-state-metrics container status series for {target.describe()}: OOMKilled unknown")
+    return out
+
+
+def gpu_numbers(group: dict, w: Windows, notes: list[str], target: Target) -> dict:
+    """DCGM: SM clock before vs after, utilization, and heat, power and throttle reasons after."""
+
+    def values(name: str, mask) -> np.ndarray:
+        found = [v[mask] for (n, _), v in group.items() if n == name]
+        flat = np.concatenate(found) if found else np.array([])
+        return flat[~np.isnan(flat)]
+
+    def stat(name, mask, fn, digits=1):
+        v = values(name, mask)
+        return rounded(fn(v), digits) if len(v) else None
+
+    sm = {side: stat("DCGM_FI_DEV_SM_CLOCK", mask, np.median, 0) for side, mask in w.gauge_masks()}
+    util = {side: stat("DCGM_FI_DEV_GPU_UTIL", mask, np.mean) for side, mask in w.gauge_masks()}
+    drop = None
+    if sm["before"] and sm["after"] is not None:
+        drop = round((sm["before"] - sm["after"]) / sm["before"] * 100, 1)
+    masks = np.concatenate([values(n, w.gauge_after) for n in DCGM[4:]])
+    shares: dict[str, float] = {}
+    if len(masks):
+        counts: dict[str, int] = {}
+        for m in masks:
+            for reason in decode_reasons(int(m)):
+                counts[reason] = counts.get(reason, 0) + 1
+        shares = {r: round(c / len(masks), 3) for r, c in sorted(counts.items(), key=lambda kv: -kv[1])}
+    gpus = {(dict(labels).get("Hostname"), dict(labels).get("UUID") or dict(labels).get("gpu"))
+            for (_, labels) in group}
+    if not group:
+        notes.append(f"no DCGM series for {target.describe()}: GPU unknown (no GPU, or dcgm-exporter not scraped)")
+    return {
+        "gpus": len(gpus) if group else 0,
+        "sm_clock_mhz": sm,
+        "clock_drop_pct": drop,
+        "util_pct": util,
+        "temp_c_after": stat("DCGM_FI_DEV_GPU_TEMP", w.gauge_after, np.median),
+        "power_w_after": stat("DCGM_FI_DEV_POWER_USAGE", w.gauge_after, np.median),
+        "throttle_reasons_after": [r for r, s in shares.items() if s >= REASON_SHARE] if len(masks) else None,
+        "throttle_reason_share_after": shares if len(masks) else None,
+    }
+
+
+def latency_numbers(group: dict, w: Windows, notes: list[str], target: Target, metric: str, tolerance_s: float) -> dict:
+    """The latency histogram: p50/p99 per window, the p99 timeline and where it jumped."""
+    to_ms = 1.0 if metric.endswith(("_milliseconds", "_ms")) else 1000.0
+    by_le: dict[float, list[np.ndarray]] = {}
+    for (name, labels), v in group.items():
+        if name != f"{metric}_bucket":
+            continue
+        try:
+            le = float(dict(labels).get("le", "nan"))
+        except ValueError:
+            continue
+        if not math.isnan(le):
+            by_le.setdefault(le, []).append(counter_deltas(v, w.grid)[0])
+    # sum by (le) over the series, step by step; a step where no series has an increase stays NaN
+    per_le = {le: np.where(np.all(np.isnan(np.vstack(rows)), axis=0), np.nan, np.nansum(np.vstack(rows), axis=0))
+              for le, rows in by_le.items()}
+    out: dict = {"metric": metric, "p50_ms": {"before": None, "after": None}, "p99_ms": {"before": None, "after": None},
+                 "requests": {"before": None, "after": None}, "change_point": None, "change_points": [],
+                 "timeline": None}
+    if not per_le:
+        notes.append(f"no {metric}_bucket series for {target.describe()}: latency unknown")
+        return out
+    if not any(math.isinf(le) for le in per_le):
+        notes.append(f"{metric}_bucket has no le=\"+Inf\" bucket: quantiles cannot be computed")
+        return out
+    les = sorted(per_le)
+    matrix = np.vstack([per_le[le] for le in les])  # (buckets, grid points)
+
+    def quantiles(counts: np.ndarray) -> tuple[float, float]:
+        pairs = list(zip(les, counts, strict=True))
+        return histogram_quantile(0.5, pairs) * to_ms, histogram_quantile(0.99, pairs) * to_ms
+
+    for side, mask in w.masks():
+        cols = matrix[:, mask]
+        if np.any(~np.isnan(cols)):
+            counts = np.nansum(cols, axis=1)
+            p50, p99 = quantiles(counts)
+            out["p50_ms"][side], out["p99_ms"][side] = rounded(p50, 2), rounded(p99, 2)
+            out["requests"][side] = int(round(counts[-1]))
+    # the timeline: one p50/p99 per grid step (the requests that finished in it), for the change point
+    t, p50s, p99s = [], [], []
+    for j in range(1, len(w.grid)):
+        col = matrix[:, j]
+        if np.all(np.isnan(col)) or not np.nansum(col[-1:]) > 0:
+            continue
+        p50, p99 = quantiles(np.nan_to_num(col))
+        t.append(float(w.grid[j]))
+        p50s.append(p50)
+        p99s.append(p99)
+    out["timeline"] = {"t": t, "p50_ms": [rounded(v, 2) for v in p50s], "p99_ms": [rounded(v, 2) for v in p99s]}
+    good = [i for i, v in enumerate(p99s) if v > 0 and math.isfinite(v)]
+    x = np.log([p99s[i] for i in good])
+    found = []
+    for cp in change_points(x):
+        start = t[good[cp["index"]]] - w.step_s  # the step's start: the first requests of the new level
+        before_ms, after_ms = math.exp(cp["left_median"]), math.exp(cp["right_median"])
+        step_pct = (after_ms / before_ms - 1) * 100
+        if abs(step_pct) < MIN_STEP_PCT:
+            continue
+        lag = start - w.deploy
+        found.append({"at": iso_time(start), "lag_s": round(lag, 1), "aligned_with_deploy": abs(lag) <= tolerance_s,
+                      "step_pct": round(step_pct, 1), "before_ms": rounded(before_ms, 2), "after_ms": rounded(after_ms, 2),
+                      "gain": cp["gain"]})
+    if found:
+        ups = [c for c in found if c["step_pct"] > 0]
+        main = max(ups or found, key=lambda c: c["gain"])
+        out["change_point"] = {k: v for k, v in main.items() if k != "gain"} | {
+            "tolerance_s": tolerance_s,
+            "method": "binary segmentation on log p99 per step (BIC-like penalty, robust noise)"}
+    out["change_points"] = [{k: v for k, v in c.items() if k != "gain"} for c in found]
+    return out
