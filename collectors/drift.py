@@ -20,12 +20,14 @@ dtype); only irregular nested lists (ragged depth, odd leaves) are walked value 
 This module compares two logs (`feature_drift`, `drift_report`: both profiles and the feature tests on threads
 for large logs, Holm's correction over all tests of one report); the pieces are their own modules:
 
-- `drift_reader`: `read_requests`, a request log read as it is (nulls kept, list columns Arrow-backed);
 - `drift_profile`: the one pass over each column (`Profile`, of `drift_column.Column`s), with the text and list
   columns' structure and size features in `drift_text` and `drift_lists`;
 - `drift_schema`: `size_features`, `schema`, `schema_diff` and `check_expected`;
 - `drift_features`: the features two logs are compared on, each one's test and sentence, with the two-sample
   statistics in `drift_statistics`.
+
+Request logs are read by `diagnose.core.requestlog.read_requests` (as they are: nulls kept, list columns in
+Arrow), in `diagnose drift` and in a compare alike, and `identical` there is the one test of identical logs.
 """
 
 from __future__ import annotations
@@ -36,12 +38,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pandas as pd
 
-from collectors.drift_column import is_null
 from collectors.drift_features import describe, finite, pair_features, run_feature
 from collectors.drift_profile import Profile
-from collectors.drift_reader import read_requests
 from collectors.drift_schema import check_expected, schema, schema_diff, size_features
 from collectors.drift_statistics import DISTANCE_THRESHOLD, METHODS, P_VALUE_METHODS, PSI_THRESHOLD, SMALL_SAMPLE
+from diagnose.core.requestlog import identical, read_requests
 
 __all__ = ["ALPHA", "DISTANCE_THRESHOLD", "PSI_THRESHOLD", "check_expected", "drift_report", "feature_drift",
            "read_requests", "schema", "schema_diff", "size_features"]
@@ -108,37 +109,6 @@ def feature_drift(old: pd.DataFrame, new: pd.DataFrame, method: str = "auto", al
     return _feature_drift(*_profiles(old, new), method, alpha, threshold)
 
 
-def _cells_equal(x, y) -> bool:
-    x_null, y_null = is_null(x), is_null(y)
-    if x_null or y_null:
-        return x_null and y_null
-    if isinstance(x, (list, tuple, np.ndarray)) or isinstance(y, (list, tuple, np.ndarray)):
-        if not (isinstance(x, (list, tuple, np.ndarray)) and isinstance(y, (list, tuple, np.ndarray))) or len(x) != len(y):
-            return False
-        if isinstance(x, np.ndarray) and isinstance(y, np.ndarray) and x.dtype != object and y.dtype != object:
-            return x.shape == y.shape and bool(np.array_equal(x, y, equal_nan=x.dtype.kind == "f" and y.dtype.kind == "f"))
-        return all(_cells_equal(i, j) for i, j in zip(x, y, strict=True))
-    return type(x) is type(y) and bool(x == y)
-
-
-def _identical(old: pd.DataFrame, new: pd.DataFrame) -> bool:
-    """Equal frames: same columns in order, dtypes and cells in the same row order (cheap columns first)."""
-    if old.shape != new.shape or [str(c) for c in old.columns] != [str(c) for c in new.columns]:
-        return False
-    if [str(t) for t in old.dtypes] != [str(t) for t in new.dtypes]:
-        return False
-    positions = sorted(range(old.shape[1]), key=lambda i: old.dtypes.iloc[i] == np.dtype(object))
-    for i in positions:
-        x, y = old.iloc[:, i], new.iloc[:, i]
-        if x.dtype != object:
-            if not x.reset_index(drop=True).equals(y.reset_index(drop=True)):
-                return False
-            continue
-        if not all(_cells_equal(p, q) for p, q in zip(x.to_numpy(), y.to_numpy(), strict=True)):
-            return False
-    return True
-
-
 def drift_report(old: pd.DataFrame, new: pd.DataFrame, method: str = "auto", alpha: float = ALPHA,
                  threshold: float | None = None, expected: dict | None = None) -> dict:
     """Schema changes, expected-schema findings and feature drift between two request logs, JSON-able."""
@@ -163,7 +133,7 @@ def drift_report(old: pd.DataFrame, new: pd.DataFrame, method: str = "auto", alp
     summary.extend(f["text"] for f in expected_findings)
     return {
         "status": "ok",
-        "identical": _identical(old, new),
+        "identical": identical(old, new),
         "rows": {"old": a.rows, "new": b.rows},
         "schema": {"old": schema_old, "new": schema_new},
         "schema_changes": changes,

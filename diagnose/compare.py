@@ -15,7 +15,7 @@ from pathlib import Path
 
 from diagnose.core.errors import UserError, first_line
 from diagnose.core.report import Report
-from diagnose.core.requestlog import load_requests
+from diagnose.core.requestlog import identical, load_requests
 from diagnose.core.runfolder import SIDES, RunFolder, new_dir
 from diagnose.core.times import utc_now
 from diagnose.registry import resolve_registry
@@ -74,7 +74,7 @@ def plan_compare(opts: CompareOptions):
     if opts.signals is not None and not Path(opts.signals).is_dir():
         raise UserError("--signals: folder not found", opts.signals)
     return Plan(opts=opts, registry_label=registry.label, model=model, manifests=manifests, request_paths=paths,
-                requests=requests)
+                requests=requests, identical=identical(requests["old"], requests["new"]))
 
 
 def run_compare(opts: CompareOptions) -> tuple[Path, Report]:

@@ -66,7 +66,8 @@ def drift_command(old_requests: Path | None, new_requests: Path | None, old: str
                   model: str | None, registry: str | None, method: str, alpha: float, threshold: float | None,
                   out: Path | None, as_json: bool) -> str:
     """`diagnose drift`: request logs given directly, or taken from two versions' manifests."""
-    from collectors.drift import drift_report, read_requests
+    from collectors.drift import drift_report
+    from diagnose.core.requestlog import read_requests
     from reports.sections import render_drift
 
     expected = None

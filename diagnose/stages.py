@@ -33,13 +33,8 @@ class Plan:
     manifests: dict[str, Manifest]
     request_paths: dict[str, Path]
     requests: dict[str, pd.DataFrame]
+    identical: bool  # both versions replay identical requests (diagnose.core.requestlog.identical)
     loaded: dict = field(default_factory=dict)
-
-    @property
-    def identical(self) -> bool:
-        """Both versions replay the same requests (the same file content): the input effect is nil by design."""
-        digests = {_sha256(path) for path in self.request_paths.values()}
-        return len(digests) == 1
 
 
 def _sha256(path: Path) -> str:
@@ -100,12 +95,15 @@ def load(plan: Plan, folder: RunFolder) -> None:
 
 
 def drift(plan: Plan, folder: RunFolder) -> None:
-    """Schema and distribution drift of the two request logs, and each request's size features."""
+    """Schema and distribution drift of the two request logs, and each request's size features. The logs are read
+    as `diagnose drift` reads them (nulls kept, lists in Arrow), so drift sees one layout from both commands."""
+    from diagnose.core.requestlog import read_requests
     from diagnose.drift_stage import expected_schema, record_drift
 
     with status("Comparing the request logs (schema, drift, request sizes)"):
-        expected = expected_schema(plan.manifests["new"], plan.loaded["new"].input_spec, list(plan.requests["new"].columns))
-        record_drift(folder, plan.requests["old"], plan.requests["new"], expected)
+        frames = {side: read_requests(path) for side, path in plan.request_paths.items()}
+        expected = expected_schema(plan.manifests["new"], plan.loaded["new"].input_spec, list(frames["new"].columns))
+        record_drift(folder, frames["old"], frames["new"], expected)
 
 
 def verdict_settled(frame) -> bool:
