@@ -24,6 +24,7 @@ import pandas as pd
 
 BINS = 20
 MIN_SAMPLES = 30  # per model, with size features joined: fewer cannot support a curve
+TIE_CORRELATION = 0.05  # |Spearman| this close to the best feature's is a tie
 MIN_CORRELATION = 0.3  # |Spearman| below this: the feature does not drive latency, do not tie through it
 N_BOOT = 200
 
@@ -79,14 +80,20 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def _pick_feature(frame: pd.DataFrame, features: list[str], preferred: list[str]) -> tuple[str | None, dict]:
-    """The size feature most rank-correlated with the old model's latency; drifted features win ties."""
+    """The size feature most rank-correlated with the old model's latency. Features within TIE_CORRELATION of the
+    best measure the same thing (a text's chars, words and bytes move together), and which of them leads is noise
+    on a busy machine; among those, drifted features win, then a column's own feature (`text.chars`) over the
+    whole request's (`payload_bytes`), because it names the input that moved."""
     correlations = {}
     for feature in features:
         data = frame[[feature, "latency_ms"]].dropna()
         if len(data) >= MIN_SAMPLES:
             correlations[feature] = round(_spearman(data[feature].to_numpy(), data["latency_ms"].to_numpy()), 4)
-    ranked = sorted(correlations, key=lambda f: (-abs(correlations[f]), f not in preferred, f))
-    best = ranked[0] if ranked and abs(correlations[ranked[0]]) >= MIN_CORRELATION else None
+    if not correlations or max(abs(c) for c in correlations.values()) < MIN_CORRELATION:
+        return None, correlations
+    top = max(abs(c) for c in correlations.values())
+    tied = [f for f, c in correlations.items() if abs(c) >= top - TIE_CORRELATION]
+    best = min(tied, key=lambda f: (f not in preferred, "." not in f, -abs(correlations[f]), f))
     return best, correlations
 
 

@@ -4,7 +4,10 @@ A cell is one model version fed one request set. Each round visits every cell on
 and times one batch (preprocess + model call) with `perf_counter_ns`, threads fixed to the version's
 serving setting, the garbage collector paused (collected once a second, outside the timed regions).
 The loop ends at the time budget (run over, up to 4x, until at least 20 rounds ran), or earlier once the
-caller's `settled` check says more samples would not change the verdict. Raw samples are kept; every
+caller's `settled` check says more samples would not change the verdict. The 4x is a hard cap from the
+start of the warm-up: it is checked before every batch, warm-up included, so a slow model cannot hold a
+round (or the warm-up) open past it. A batch never holds more rows than its request log (a batch_size of
+100000 over 64 requests times batches of 64, and says so in `capped_batches`). Raw samples are kept; every
 statistic is derived from them later.
 """
 
@@ -56,14 +59,17 @@ class BenchmarkResult:
     rounds: int = 0
     elapsed_s: float = 0.0
     stopped: str = "budget"
+    # cells whose serving.batch_size exceeds their request log: {cell key: {"batch_size", "effective_batch_size"}}
+    capped_batches: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 class _CellRunner:
-    """Cycles through one request log in a shuffled order, one batch at a time."""
+    """Cycles through one request log in a shuffled order, one batch at a time (at most the whole log)."""
 
     def __init__(self, cell: Cell, version: LoadedVersion, requests: pd.DataFrame, rng: np.random.Generator):
         self.cell, self.version, self.requests = cell, version, requests
-        self.batch = version.manifest.serving.batch_size
+        self.configured_batch = version.manifest.serving.batch_size
+        self.batch = min(self.configured_batch, len(requests))
         self.threads = version.manifest.serving.threads
         self.order = rng.permutation(len(requests))
         self.rng = rng
@@ -92,10 +98,13 @@ class _CellRunner:
             t2 = time.perf_counter_ns()
         return rows, inputs, (t2 - t0) / 1e6, (t1 - t0) / 1e6, (t2 - t1) / 1e6
 
-    def warm_up(self, batches: int) -> None:
-        """Run a few batches untimed; a failure here means this cell cannot run at all."""
+    def warm_up(self, batches: int, hard_stop: float) -> None:
+        """Run a few batches untimed (at least one, fewer once `hard_stop` has passed); a failure here means this
+        cell cannot run at all."""
         try:
-            for _ in range(batches):
+            for i in range(batches):
+                if i and time.perf_counter() >= hard_stop:
+                    break
                 self.measure()
         except CellUnavailable:
             raise
@@ -110,13 +119,17 @@ def run_benchmark(
     settled: Callable[[pd.DataFrame], bool] | None = None,
     on_progress: Callable[[float, str], None] | None = None,
 ) -> BenchmarkResult:
+    hard_stop = time.perf_counter() + plan.budget_s * plan.max_overrun
     rng = np.random.default_rng(plan.seed)
     runners: list[_CellRunner] = []
     unavailable: dict[str, str] = {}
+    capped: dict[str, dict[str, int]] = {}
     for cell in plan.cells:
         runner = _CellRunner(cell, versions[cell.model], requests[cell.requests], np.random.default_rng(rng.integers(2**32)))
+        if runner.batch < runner.configured_batch:
+            capped[cell.key] = {"batch_size": runner.configured_batch, "effective_batch_size": runner.batch}
         try:
-            runner.warm_up(plan.warmup_batches)
+            runner.warm_up(plan.warmup_batches, hard_stop)
         except CellUnavailable as exc:
             unavailable[cell.key] = str(exc)
             continue
@@ -132,16 +145,23 @@ def run_benchmark(
     stopped = "budget"
     try:
         while runners:
-            elapsed = time.perf_counter() - start
-            if elapsed >= plan.budget_s and (rounds >= plan.floor_rounds or elapsed >= plan.budget_s * plan.max_overrun):
+            now = time.perf_counter()
+            if now - start >= plan.budget_s and (rounds >= plan.floor_rounds or now >= hard_stop):
                 break  # a slow model on a busy machine still gets enough rounds to judge, within a bound
+            done, cut_short = len(rows), False
             for index in rng.permutation(len(runners)):
+                if time.perf_counter() >= hard_stop:  # checked per batch: a slow model cannot hold a round open
+                    cut_short = True
+                    break
                 runner = runners[index]
                 picked, inputs, total, pre, infer = runner.measure()
                 rows.append((
                     runner.cell.key, runner.cell.model, runner.cell.requests, rounds, time.perf_counter() - start,
                     int(picked[0]), len(picked), total, pre, infer, input_elements(inputs), input_signature(inputs),
                 ))
+            if cut_short:
+                del rows[done:]  # the round's first cells would otherwise be one sample ahead of the rest
+                break
             rounds += 1
             now = time.perf_counter()
             if now - last_check >= plan.check_every_s:
@@ -155,5 +175,7 @@ def run_benchmark(
     finally:
         if gc_was_enabled:
             gc.enable()
+    if stopped == "budget" and rounds < plan.floor_rounds and runners:
+        stopped = f"hard cap ({plan.max_overrun:g}x the budget) after {rounds} rounds"
     elapsed = time.perf_counter() - start
-    return BenchmarkResult(pd.DataFrame(rows, columns=SAMPLE_COLUMNS), unavailable, rounds, elapsed, stopped)
+    return BenchmarkResult(pd.DataFrame(rows, columns=SAMPLE_COLUMNS), unavailable, rounds, elapsed, stopped, capped)

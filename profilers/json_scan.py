@@ -13,6 +13,11 @@ import numpy as np
 
 OPEN_ARRAY, CLOSE_ARRAY, COMMA = 1, 3, 5  # the classes of [ ] and , among the structural bytes `scan` returns
 
+# The deepest nesting a trace may have. Kineto writes 6 levels at most (the top object, traceEvents, an event,
+# its args, "Input Dims", one shape); yajl (the ijson path) builds a prefix string as long as the depth for
+# every token, so a 200 KB file of nested brackets would take minutes there. 64 leaves room for any writer.
+MAX_DEPTH = 64
+
 _DIGITS_19 = b"\x01" * 19
 _INT64_MAX_DIGITS = str(2**63 - 1).encode()
 

@@ -16,8 +16,9 @@ error; both feed the same column builder, so the result is the same.
 
 Speed (control.json.gz, 33 MiB of JSON, 109k events, on a slow 2-core machine): ~0.8 s against ~1.8 s for the
 ijson path: orjson ~0.2 s and freeing its dicts ~0.1 s, the column batches ~0.35 s, decompression, the
-big-integer check and the table ~0.05 s each. Scanning every chunk with the numpy scanner instead of guessing
-the cut would add ~0.5 s (pretty-printed JSON has a quote every few bytes). The cyclic garbage collector is
+big-integer check and the table ~0.05 s each. The nesting check (`trace_files`) runs the numpy scanner over
+every byte read, on both paths (0.36 s -> 0.47 s on a faster machine: pretty-printed JSON has a quote every
+few bytes); guessing the cut spares a second scan of every chunk for finding the cuts. The cyclic garbage collector is
 paused during the parse (~0.1 s: it would otherwise walk the event dicts again and again; nothing there forms
 a cycle).
 """

@@ -1,7 +1,7 @@
 """Trace files: finding them under a folder, checking one before a parse, opening it (gzip or plain).
 
-Every problem with the file itself (missing, a folder, empty, unreadable) is a `TraceError` naming the file,
-so the CLI prints one line and the user never needs a traceback to see which trace is wrong.
+Every problem with the file itself (missing, a folder, empty, unreadable, nested too deep) is a `TraceError`
+naming the file, so the CLI prints one line and the user never needs a traceback to see which trace is wrong.
 """
 
 from __future__ import annotations
@@ -9,7 +9,10 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
+import numpy as np
+
 from diagnose.core.errors import UserError
+from profilers.json_scan import MAX_DEPTH, scan
 
 _TRACE_SUFFIXES = (".json", ".json.gz")
 
@@ -44,10 +47,39 @@ def check_trace_file(path: Path) -> None:
         raise TraceError(f"cannot read: {e.strerror or e}", path=path) from None
 
 
+class _DepthLimited:
+    """The decoded stream, refusing JSON nested deeper than `MAX_DEPTH` as it is read, before either reader
+    parses it: both readers then refuse the same files, and the ijson path never spends quadratic time on one.
+    Costs one vectorized scan of every byte (~0.2 s for 33 MiB of JSON)."""
+
+    __slots__ = ("_fh", "_path", "_pos", "_state")
+
+    def __init__(self, fh, path: Path):
+        self._fh, self._path = fh, path
+        self._pos = 0
+        self._state = (False, 0, 0)  # the scanner's: inside a string, pending backslashes, bracket depth
+
+    def read(self, n: int = -1) -> bytes:
+        b = self._fh.read(n)
+        if b:
+            (at, _, depths), self._state = scan(np.frombuffer(b, dtype=np.uint8), *self._state)
+            deep = np.flatnonzero(depths > MAX_DEPTH)
+            if len(deep):
+                where = self._pos + int(at[deep[0]])
+                raise TraceError(f"JSON nested deeper than {MAX_DEPTH} levels near byte {where:,} of the decoded "
+                                 "stream (Kineto writes 6 at most)", path=self._path)
+            self._pos += len(b)
+        return b
+
+    def close(self) -> None:
+        self._fh.close()
+
+
 def open_trace(path: Path):
     """Open `path` for binary reading, through gzip when it starts with the gzip magic bytes.
 
-    Returns (the decoded stream, the file under it, whether it is gzip); `close_trace` closes both.
+    Returns (the decoded stream, refusing too deep nesting; the file under it; whether it is gzip);
+    `close_trace` closes both.
     """
     try:
         raw = open(path, "rb")
@@ -64,8 +96,8 @@ def open_trace(path: Path):
         raw.close()
         raise TraceError(f"cannot read: {e.strerror or e}", path=path) from None
     if magic == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=raw, mode="rb"), raw, True
-    return raw, raw, False
+        return _DepthLimited(gzip.GzipFile(fileobj=raw, mode="rb"), path), raw, True
+    return _DepthLimited(raw, path), raw, False
 
 
 def close_trace(fh, raw) -> None:

@@ -88,3 +88,17 @@ def test_batched_samples_cannot_be_joined_to_one_request():
 def test_requests_without_size_features():
     sizes = pd.DataFrame({"side": ["old", "new"], "request_index": [0, 0]})
     assert tie_to_latency(pd.DataFrame(), sizes)["status"] == "unavailable"
+
+
+@pytest.mark.parametrize("drifted", [[], ["payload_bytes", "text.chars", "text.words"]])
+def test_features_that_move_together_tie_on_the_column_feature(drifted):
+    """chars, words and bytes of one text rank latency alike; which leads by a hair is noise, so the column's own
+    feature is named (with or without drift flags), never the whole request's bytes."""
+    rng = np.random.default_rng(1)
+    sizes = _sizes(rng, (10, 40), (60, 160))
+    sizes["payload_bytes"] = sizes["text.chars"] + 40  # the request's bytes follow its text exactly
+    sizes["text.words"] = (sizes["text.chars"] / 5).round()
+    cost = {"old": lambda n: 1 + 0.05 * n, "new": lambda n: 1 + 0.05 * n}
+    tie = tie_to_latency(_samples(rng, sizes, cost), sizes, drifted=drifted)
+    assert tie["status"] == "ok" and tie["feature"] == "text.chars", tie["correlations"]
+    assert tie["correlations"]["payload_bytes"] == tie["correlations"]["text.chars"]

@@ -16,6 +16,7 @@ import math
 import random
 import subprocess
 import sys
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -669,6 +670,29 @@ def test_invalid_json(tmp_path):
     p.write_text('{"traceEvents": [{"ph": "X", "cat": "cpu_op", "name": "a", "ts": 1, "dur": 1, "args": {"id": %d}}]}'
                  % 2**70)
     expect_error(p, "invalid JSON", "integer overflow")  # yajl stops at integers beyond 64 bits
+
+
+def test_deep_nesting_is_refused_quickly_on_both_paths(tmp_path):
+    """200 KB of nested brackets in an event's args took minutes on the ijson path (quadratic in the depth)."""
+    ok = json.dumps(X("a", 1, 1))
+    for opener, closer in (("[", "]"), ('{"a":', "}")):
+        depth = 200_000 // len(opener)
+        nested = opener * depth + "1" + closer * depth
+        p = write_trace(tmp_path / "deep.json", [])
+        p.write_text('{"traceEvents": [%s, {"ph": "X", "name": "b", "args": {"x": %s}}]}' % (ok, nested))
+        for parser in ("auto", "fast", "ijson"):
+            start = time.perf_counter()
+            with pytest.raises(TraceError, match="nested deeper than 64 levels") as info:
+                read_trace(p, parser=parser)
+            assert time.perf_counter() - start < 2 and info.value.path == str(p)
+        gz = tmp_path / "deep.json.gz"
+        gz.write_bytes(gzip.compress(p.read_bytes()))
+        expect_error(gz, "nested deeper than 64 levels", "near byte")
+    # as deep as the limit, and brackets inside strings, still parse
+    at_limit = {"x": json.loads("[" * 60 + "1" + "]" * 60), "s": "[[[[" * 100}
+    p = write_trace(tmp_path / "ok.json", [X("a", 1, 1, **at_limit)])
+    for parser in ("fast", "ijson"):
+        assert len(read_trace(p, parser=parser).events) == 1
 
 
 def test_empty_file(tmp_path):
