@@ -38,7 +38,7 @@ def open_nvml(nvml=None):
     """(the NVML module, initialised) or (None, the reason it is unavailable). Imports pynvml lazily."""
     if nvml is None:
         try:
-            import pynvml as nvml  # noqa: PLC0415 - lazy: the package is optional (extra `gpu`)
+            import pynvml as nvml  # noqa: PLC0415 - lazy: imported only where a GPU is looked for
         except ImportError as exc:
             return None, f"NVML Python binding not installed (pip install nvidia-ml-py): {exc}"
     try:
