@@ -27,10 +27,12 @@ from pathlib import Path
 
 from diagnose.core.errors import first_line
 from diagnose.core.evidence import Evidence
+from diagnose.core.redact import MASK, redact_text
 from diagnose.core.times import parse_time
 
 SOURCE = "kubernetes"
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
+APPLIED_ANNOTATION = "kubectl.kubernetes.io/last-applied-configuration"  # a copy of the spec, env values included
 # Reasons counted, in the order summaries list them. OOMKilling (node-problem-detector's kernel monitor) and
 # SystemOOM (kubelet) are recorded on the Node, the others on the Pod.
 EVENT_REASONS = ("OOMKilling", "SystemOOM", "Evicted", "BackOff", "Killing", "Unhealthy", "FailedScheduling")
@@ -497,9 +499,28 @@ def read_offline(folder, *, deployed_at=None, container: str | None = None, sele
         raise UserError(str(exc), folder / FILES["pods"], "selector") from None
 
 
+def _without_secrets(node):
+    """A copy of an API object as it may be saved in a run folder: every container env var's literal `value`
+    and kubectl's last-applied-configuration masked. Inline passwords and tokens live there; the evidence
+    reads neither, so the saved lists still read back to the same evidence."""
+    if isinstance(node, list):
+        return [_without_secrets(x) for x in node]
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for key, value in node.items():
+        if key == "env" and isinstance(value, list):
+            value = [{**v, "value": MASK} if isinstance(v, dict) and "value" in v else v for v in value]
+        elif key == APPLIED_ANNOTATION:
+            value = MASK
+        out[key] = _without_secrets(value)
+    return out
+
+
 def save_offline(folder, pods: list[dict], events: list[dict], replicasets: list[dict] | None = None,
                  node_events: list[dict] | None = None) -> list[Path]:
-    """Write the lists as `kubectl get ... -o json` prints them (a `List`, items with kind and apiVersion)."""
+    """Write the lists as `kubectl get ... -o json` prints them (a `List`, items with kind and apiVersion),
+    with env values and last-applied-configuration masked (`_without_secrets`)."""
     from diagnose.core.runfolder import write_text
 
     folder = Path(folder)
@@ -508,7 +529,8 @@ def save_offline(folder, pods: list[dict], events: list[dict], replicasets: list
         if items is None:
             continue
         kind, api_version = ITEM_KINDS[key]
-        doc = {"apiVersion": "v1", "items": [{"apiVersion": api_version, "kind": kind, **item} for item in items],
+        doc = {"apiVersion": "v1",
+               "items": [{"apiVersion": api_version, "kind": kind, **_without_secrets(item)} for item in items],
                "kind": "List", "metadata": {"resourceVersion": ""}}
         path = folder / FILES[key]
         write_text(path, json.dumps(doc, indent=4, sort_keys=True) + "\n")
@@ -528,6 +550,12 @@ def _status_message(body) -> str:
         return str(status["message"])
     text = (body.decode(errors="replace") if isinstance(body, bytes) else str(body or "")).strip()
     return text.splitlines()[0][:300] if text else ""
+
+
+def _redacted_error(exc: BaseException) -> Evidence:
+    """Evidence.error with credentials masked: the client quotes the API server's URL (kubeconfig `server`, which
+    may carry userinfo) and an exec plugin's stderr, and the reason is written into run folders and reports."""
+    return Evidence(source=SOURCE, status="error", reason=redact_text(Evidence.error(SOURCE, exc).reason))
 
 
 class KubernetesCollector:
@@ -588,13 +616,13 @@ class KubernetesCollector:
         try:
             api_client, why = (self._own_client() if own else (self.api_client, ""))
         except Exception as exc:  # a kubeconfig that exists but does not load: a real problem to report
-            return Evidence.error(SOURCE, exc)
+            return _redacted_error(exc)
         if api_client is None:
             return Evidence.unavailable(SOURCE, why)
         try:
             raw = self._read(api_client)
         except Exception as exc:
-            return Evidence.error(SOURCE, exc)
+            return _redacted_error(exc)
         finally:
             if own:
                 api_client.close()

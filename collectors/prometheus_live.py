@@ -31,6 +31,7 @@ from collectors.prometheus_offline import save_openmetrics
 from collectors.prometheus_selection import make_target, pod_regex_from_selector, promql_selectors
 from diagnose.core.errors import UserError, first_line
 from diagnose.core.evidence import Evidence
+from diagnose.core.redact import redact_text, redact_url
 from diagnose.core.times import parse_time
 
 METRICS_FILE = "metrics.om"
@@ -67,6 +68,9 @@ class PrometheusCollector:
     Three query_range calls (containers, GPU, latency), each with `timeout_s` on the HTTP call and as
     Prometheus's own query `timeout`. After `collect()`, `series` holds what was read and `save(folder)`
     writes it as `metrics.om` for read_offline. `collect()` never raises.
+
+    `url` may hold credentials (`http://user:pass@host/`, `?token=`): the calls use it as given, but the
+    evidence and every message name `shown`, its redacted form, since they end up in run folders and reports.
     """
 
     name = SOURCE
@@ -77,6 +81,7 @@ class PrometheusCollector:
                  step_s: int = STEP_S, tolerance_s: float = ALIGN_TOLERANCE_S, headers: dict | None = None,
                  max_series_per_metric: int = MAX_SERIES_PER_METRIC):
         self.url = (url or "").rstrip("/")
+        self.shown = redact_url(self.url)
         self.namespace, self.pod_regex, self.container = namespace, pod_regex, container
         self.deployed_at, self.window, self.latency_metric = deployed_at, window, latency_metric
         self.timeout_s, self.http, self.step_s, self.tolerance_s = timeout_s, http, int(step_s), tolerance_s
@@ -96,7 +101,7 @@ class PrometheusCollector:
         if not self.url:
             return Evidence.unavailable(SOURCE, "no Prometheus URL given")
         try:
-            target = make_target(self.namespace, self.pod_regex, self.container, self.latency_metric, self.url)
+            target = make_target(self.namespace, self.pod_regex, self.container, self.latency_metric, self.shown)
         except UserError as exc:
             return Evidence.error(SOURCE, ValueError(str(exc)))
         deploy = parse_time(self.deployed_at)
@@ -133,7 +138,7 @@ class PrometheusCollector:
         try:
             evidence = prometheus_evidence(series, deploy, target=target, latency_metric=self.latency_metric,
                                            window=self.window, step_s=self.step_s, tolerance_s=self.tolerance_s,
-                                           origin={"kind": "prometheus", "url": self.url}, extra_notes=notes)
+                                           origin={"kind": "prometheus", "url": self.shown}, extra_notes=notes)
         except Exception as exc:
             return Evidence.error(SOURCE, exc)
         return evidence
@@ -158,14 +163,14 @@ class PrometheusCollector:
         self.queries.append(query)
         result = self._call(client, what, query, start, end)
         if not isinstance(result, list):
-            raise RuntimeError(f"unexpected answer from Prometheus at {self.url} to the {what} query: "
+            raise RuntimeError(f"unexpected answer from Prometheus at {self.shown} to the {what} query: "
                                f"not a list of series")
         per_metric: dict[str, int] = {}
         dropped: dict[str, int] = {}
         for item in result:
             metric = dict(item.get("metric") or {}) if isinstance(item, dict) else None
             if metric is None or not isinstance(item.get("values"), list):
-                raise RuntimeError(f"unexpected answer from Prometheus at {self.url} to the {what} query: "
+                raise RuntimeError(f"unexpected answer from Prometheus at {self.shown} to the {what} query: "
                                    "a series without metric and values (was this a range query?)")
             name = metric.pop("__name__", "")
             if per_metric.get(name, 0) >= self.max_series_per_metric:
@@ -190,22 +195,22 @@ class PrometheusCollector:
         except PrometheusApiClientException as exc:
             status, message = _client_error(exc)
             code = f"{status} " if status else ""
-            raise RuntimeError(f"Prometheus at {self.url} refused the {what} query ({code.strip() or 'error'}): "
+            raise RuntimeError(f"Prometheus at {self.shown} refused the {what} query ({code.strip() or 'error'}): "
                                f"{message}") from None
         except ValueError as exc:  # a 200 whose body is not JSON (requests' JSONDecodeError is a ValueError too)
-            raise RuntimeError(f"the answer from Prometheus at {self.url} to the {what} query is not Prometheus "
+            raise RuntimeError(f"the answer from Prometheus at {self.shown} to the {what} query is not Prometheus "
                                f"JSON ({type(exc).__name__}: {str(exc)[:200]})") from None
         except requests.exceptions.RequestException as exc:
             cause = str(exc)
             # with read=0 urllib3 reports a read timeout as a ConnectionError whose text says "timed out"
             if isinstance(exc, requests.exceptions.Timeout) or "timed out" in cause.lower():
-                raise TimeoutError(f"no answer from Prometheus at {self.url} within the {self.timeout_s:g} s "
+                raise TimeoutError(f"no answer from Prometheus at {self.shown} within the {self.timeout_s:g} s "
                                    f"timeout (timeout_s) to the {what} query") from None
             if "refused" in cause.lower():
                 detail = "connection refused"
             else:
-                detail = first_line(exc, 200)
-            raise ConnectionError(f"cannot reach Prometheus at {self.url}: {detail}") from None
+                detail = redact_text(first_line(exc, 200))  # requests' text may quote the URL's query
+            raise ConnectionError(f"cannot reach Prometheus at {self.shown}: {detail}") from None
         except (KeyError, TypeError) as exc:
-            raise RuntimeError(f"the answer from Prometheus at {self.url} to the {what} query has no "
+            raise RuntimeError(f"the answer from Prometheus at {self.shown} to the {what} query has no "
                                f"data.result ({type(exc).__name__}: {exc})") from None

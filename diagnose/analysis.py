@@ -29,7 +29,7 @@ from diagnose.core.report import (
     Slo,
     SourceStatus,
 )
-from diagnose.core.runfolder import RunFolder
+from diagnose.core.runfolder import SIDES, RunFolder
 from diagnose.hypotheses import Context, rank
 from diagnose.verify import fix_section
 
@@ -147,14 +147,33 @@ def _environment_warnings(folder: RunFolder, env: dict, allow_env_mismatch: bool
     return env_diff, ["sample sets come from different environments: " + "; ".join(env_diff)]
 
 
+def _check_sides(folder: RunFolder, evidence: dict[str, dict]) -> None:
+    """The per-side evidence the report indexes by side; a hand-edited or foreign file fails naming itself."""
+    for name in ("versions", "environment"):
+        if not all(isinstance(evidence[name].get(side), dict) for side in SIDES):
+            raise UserError("not an evidence object of this source (expected 'old' and 'new' objects)",
+                            folder.evidence_path(name))
+
+
+def _incomplete_warnings(folder: RunFolder, reason: str | None) -> list[str]:
+    """An interrupted run is reported as such, naming the evidence it never wrote, so no one reads it as complete."""
+    if reason is None:
+        return []
+    missing = [s.name for s in sources.SOURCES if not folder.has_evidence(s.name)]
+    return [f"the run was interrupted ({reason}); missing evidence: {', '.join(missing) or 'none'}"]
+
+
 def analyze(run_dir: Path | RunFolder, allow_env_mismatch: bool = False) -> Report:
-    """Build the Report from the run folder."""
+    """Build the Report from the run folder; an interrupted one (samples saved) is reported with `incomplete` set."""
     folder = run_dir if isinstance(run_dir, RunFolder) else RunFolder(run_dir)
     folder.check_complete()
     run = folder.run()
     evidence = load_evidence(folder)
+    _check_sides(folder, evidence)
     samples = folder.samples()
+    incomplete = folder.incomplete()
     env_diff, warnings = _environment_warnings(folder, evidence["environment"], allow_env_mismatch)
+    warnings = _incomplete_warnings(folder, incomplete) + warnings
 
     result = outcome(folder)
     old, new = result.cells[OO], result.cells[NN]
@@ -165,6 +184,10 @@ def analyze(run_dir: Path | RunFolder, allow_env_mismatch: bool = False) -> Repo
     if cgroup.get("status") == "ok" and (cgroup["data"].get("throttled_ratio") or 0) > THROTTLED_BENCHMARK:
         warnings.append(f"the benchmark itself ran CPU-throttled ({cgroup['summary'][0]}): latencies are inflated on both "
                         "sides alike (cells interleave), so the comparison holds but absolute figures do not")
+    host = evidence["host"]
+    if host.get("status") == "ok" and host["data"].get("contended"):
+        warnings.append(f"the benchmark shared the CPU: {host['summary'][0]}; cells interleave, so the comparison "
+                        "holds for versions with the same threads, but a thread change measures the contention")
     sizes = {key: group["input_elements"].to_numpy() for key, group in samples.groupby("cell")}
     warnings += stats.noise_warnings(old, new, old_sizes=sizes[OO], new_sizes=sizes[NN])
 
@@ -206,4 +229,5 @@ def analyze(run_dir: Path | RunFolder, allow_env_mismatch: bool = False) -> Repo
                     rounds=benchmark.get("rounds"), elapsed_s=benchmark.get("elapsed_s"), stopped=benchmark.get("stopped"),
                     registry=run.get("registry")),
         rule_errors=tuple(rule_errors),
+        incomplete=incomplete,
     )

@@ -8,6 +8,7 @@ imports the engine (numpy, pandas, torch) when it runs. Exit codes: 0 ran (whate
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -59,9 +60,23 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    if not math.isfinite(value) or not value > 0:  # an infinite budget would never end
+        raise argparse.ArgumentTypeError(f"must be > 0 and finite, got {text}")
     return value
+
+
+def _count(minimum: int):
+    """An integer option of at least `minimum` (rows, steps, a seed): refused at parse time, not deep in a run."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text}")
+        return value
+
+    return parse
 
 
 def _variant_list(text: str) -> list[str]:
@@ -121,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--new-requests", type=Path, help="request log for the new side, overrides the manifest")
     compare.add_argument("--budget", type=_positive_float, default=30.0,
                          help="seconds of measurement; stops earlier once the verdict is settled (default 30)")
-    compare.add_argument("--seed", type=int, default=0, help="seed for request order and bootstrap (default 0)")
+    compare.add_argument("--seed", type=_count(0), default=0, help="seed for request order and bootstrap (default 0)")
     compare.add_argument("--no-factorial", action="store_true", help="measure only old/old and new/new (no attribution)")
     compare.add_argument("--no-profile", action="store_true", help="skip the profiler stage (no op-level diff)")
     compare.add_argument("--out", type=Path, help="run folder to write (default runs/<timestamp>-<model>-<old>-vs-<new>)")
@@ -130,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="recorded signals: nvidia-smi.csv, kubernetes/{pods,events,replicasets}.json (docs/signals.md)")
     compare.add_argument("--prometheus", metavar="URL",
                          help="Prometheus to query around the manifest's deployment.deployed_at (docs/signals.md)")
+    compare.add_argument("--prometheus-auth", type=Path, metavar="FILE",
+                         help="Prometheus credentials: a file of one line, user:password or a bearer token (docs/signals.md)")
     verify = compare.add_mutually_exclusive_group()
     verify.add_argument("--verify", dest="verify", action="store_true", default=None,
                         help="always build and time optimized variants of the new version (default: when the model side "
@@ -151,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     _add_format_option(analyze, "what to print (default summary); report.json and report.md are rewritten either way")
     analyze.add_argument("--allow-env-mismatch", action="store_true", help="compare sample sets from different environments")
+    analyze.add_argument("--allow-incomplete", action="store_true",
+                         help="analyze a run that was interrupted after its samples were saved; the report says so")
     analyze.set_defaults(handler=_analyze)
 
     profile = commands.add_parser(
@@ -162,8 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("version", metavar="VERSION")
     _add_registry_options(profile)
     profile.add_argument("--requests", type=Path, help="request log to replay (default: the manifest's)")
-    profile.add_argument("--steps", type=int, default=5, help="profiled batches after 2 warm-up batches (default 5)")
-    profile.add_argument("--top", type=int, default=15, help="rows to print (default 15)")
+    profile.add_argument("--steps", type=_count(1), default=5, help="profiled batches after 2 warm-up batches (default 5)")
+    profile.add_argument("--top", type=_count(1), default=15, help="rows to print (default 15)")
     profile.add_argument("--out", type=Path, help="logdir to write (default runs/<timestamp>-<model>-<version>-profile)")
     profile.set_defaults(handler=_profile)
 
@@ -176,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("version", metavar="VERSION")
     _add_registry_options(collect)
     collect.add_argument("--prometheus", metavar="URL", help="Prometheus base URL")
+    collect.add_argument("--prometheus-auth", type=Path, metavar="FILE",
+                         help="Prometheus credentials: a file of one line, user:password or a bearer token (docs/signals.md)")
     collect.add_argument("--gpu-seconds", type=_positive_float, default=5.0, help="seconds of NVML sampling (default 5)")
     collect.add_argument("--out", type=Path, required=True, help="folder to write (usable as --signals)")
     collect.set_defaults(handler=_collect)
@@ -192,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     optimize.add_argument("--variants", type=_variant_list, metavar="A,B", help="variants to build (default: all)")
     optimize.add_argument("--requests", type=Path, help="request log (default: the manifest's)")
     optimize.add_argument("--budget", type=_positive_float, default=20.0, help="seconds of measurement (default 20)")
-    optimize.add_argument("--seed", type=int, default=0, help="seed for request order and bootstrap (default 0)")
+    optimize.add_argument("--seed", type=_count(0), default=0, help="seed for request order and bootstrap (default 0)")
     optimize.add_argument("--out", type=Path, help="folder to write (default runs/<timestamp>-<model>-<version>-optimize)")
     optimize.add_argument("--json", action="store_true", help="print the fix section as JSON")
     optimize.set_defaults(handler=_optimize)
@@ -226,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     diff.add_argument("old", type=Path, metavar="OLD", help="baseline trace file, or a folder holding one trace")
     diff.add_argument("new", type=Path, metavar="NEW", help="changed trace file, or a folder holding one trace")
-    diff.add_argument("--top", type=int, default=15, help="rows per table (default 15)")
+    diff.add_argument("--top", type=_count(1), default=15, help="rows per table (default 15)")
     diff.add_argument("--json", action="store_true", help="print the whole diff as JSON")
     diff.set_defaults(handler=_diff_traces)
     return parser
@@ -240,12 +261,14 @@ def _print_report(report, fmt: str) -> None:
 
 def _compare(args: argparse.Namespace) -> int:
     from diagnose.compare import CompareOptions, run_compare
+    from diagnose.sources import prometheus_access
 
     options = CompareOptions(
         old=args.old, new=args.new, model=args.model, registry=args.registry,
         old_requests=args.old_requests, new_requests=args.new_requests, budget_s=args.budget, seed=args.seed,
         factorial=not args.no_factorial, profile=not args.no_profile, out=args.out, signals=args.signals,
-        prometheus=args.prometheus, allow_env_mismatch=args.allow_env_mismatch, verify=args.verify,
+        prometheus=prometheus_access(args.prometheus, args.prometheus_auth),
+        allow_env_mismatch=args.allow_env_mismatch, verify=args.verify,
         variants=tuple(args.variants) if args.variants else None, verify_budget_s=args.verify_budget,
         argv=tuple(sys.argv),
     )
@@ -255,12 +278,18 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _analyze(args: argparse.Namespace) -> int:
+    """Rewrite the reports of a saved folder. The INCOMPLETE marker is never removed here: an interrupted run stays
+    marked, and is analyzed only when asked (--allow-incomplete), its report saying it is incomplete."""
     from diagnose.compare import write_reports
+    from diagnose.core.errors import UserError
     from diagnose.core.runfolder import RunFolder
 
     folder = RunFolder(args.run_dir)
+    folder.check_complete()
+    reason = folder.incomplete()
+    if reason is not None and not args.allow_incomplete:
+        raise UserError(f"the run was interrupted ({reason}); pass --allow-incomplete to analyze what it saved", folder.path)
     report = write_reports(folder, allow_env_mismatch=args.allow_env_mismatch)
-    folder.finish()
     _print_report(report, args.format)
     return EXIT_OK
 
@@ -273,13 +302,16 @@ def _profile(args: argparse.Namespace) -> int:
 
 
 def _collect(args: argparse.Namespace) -> int:
+    from diagnose.core.runfolder import make_dir
     from diagnose.registry import resolve_registry
     from diagnose.signals import collect_live, sample_for
+    from diagnose.sources import prometheus_access
 
+    prometheus = prometheus_access(args.prometheus, args.prometheus_auth)
     registry = resolve_registry(args.registry)
     manifest = registry.manifest(args.model or registry.default_model(), args.version)
-    args.out.mkdir(parents=True, exist_ok=True)
-    found = collect_live(manifest, args.out, args.prometheus) | sample_for(args.gpu_seconds, args.out)
+    make_dir(args.out)
+    found = collect_live(manifest, args.out, prometheus) | sample_for(args.gpu_seconds, args.out)
     for source, evidence in sorted(found.items()):
         print(f"{source}: {evidence.status}" + (f" ({evidence.reason})" if evidence.reason else ""))
         for line in evidence.summary:
@@ -311,6 +343,17 @@ def _diff_traces(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _refuse_nul_bytes(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """No file name or version holds a NUL byte; the OS would refuse it deep inside a command, as a traceback."""
+    from diagnose.core.errors import UserError
+
+    command = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
+    for action in command._actions:
+        if "\0" in str(getattr(args, action.dest, "")):
+            name = action.option_strings[-1] if action.option_strings else action.metavar or action.dest
+            raise UserError("must not contain a NUL byte", key=name)
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models load from disk; never reach for a hub
     parser = build_parser()
@@ -321,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     from diagnose.core.errors import UserError
 
     try:
+        _refuse_nul_bytes(parser, args)
         return args.handler(args)
     except UserError as exc:
         print(f"diagnose: error: {exc}", file=sys.stderr)

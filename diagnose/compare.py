@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from diagnose.core.errors import UserError, first_line
+from diagnose.core.redact import redact_argv
 from diagnose.core.report import Report
 from diagnose.core.requestlog import identical, load_requests
 from diagnose.core.runfolder import SIDES, RunFolder, new_dir
 from diagnose.core.times import utc_now
 from diagnose.registry import resolve_registry
+from diagnose.sources import PrometheusAccess
 
 
 @dataclass(frozen=True)
@@ -37,11 +39,11 @@ class CompareOptions:
     runs_dir: Path = Path("runs")
     allow_env_mismatch: bool = False
     signals: Path | None = None
-    prometheus: str | None = None
+    prometheus: PrometheusAccess | None = None  # sources.prometheus_access: the URL and its credentials
     verify: bool | None = None  # None: when the model side leads a settled regression (verify.model_side_leads)
     variants: tuple[str, ...] | None = None  # None: verify.COMPARE_VARIANTS
     verify_budget_s: float | None = None  # None: min(12 s, budget_s)
-    argv: tuple[str, ...] = ()
+    argv: tuple[str, ...] = ()  # recorded in run.json redacted (a --prometheus URL may carry a password)
 
 
 class Interrupted(Exception):
@@ -86,7 +88,7 @@ def run_compare(opts: CompareOptions) -> tuple[Path, Report]:
     try:
         with _sigterm_as_interrupt():
             folder.write_run({
-                "command": list(opts.argv), "registry": plan.registry_label, "model": plan.model,
+                "command": redact_argv(opts.argv), "registry": plan.registry_label, "model": plan.model,
                 "old": opts.old, "new": opts.new, "budget_s": opts.budget_s, "seed": opts.seed,
                 "factorial": opts.factorial, "allow_env_mismatch": opts.allow_env_mismatch, "verify": opts.verify,
                 "started_at": utc_now(),

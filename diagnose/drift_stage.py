@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from diagnose.core.errors import UserError, first_line
-from diagnose.core.runfolder import RunFolder
+from diagnose.core.runfolder import RunFolder, make_dir
 
 
 def expected_schema(manifest, input_spec: list[dict] | None, columns: list[str]) -> dict:
@@ -91,7 +91,7 @@ def drift_command(old_requests: Path | None, new_requests: Path | None, old: str
     report = drift_report(frames["old"], frames["new"], method=method, alpha=alpha, threshold=threshold, expected=expected)
     report["paths"] = {side: str(path) for side, path in paths.items()}
     if out is not None:
-        folder = RunFolder(out)
+        folder = RunFolder(make_dir(out))
         save_drift(folder, frames["old"], frames["new"], report)
         folder.write(RunFolder.DRIFT_MD, render_drift(report))
     if as_json:

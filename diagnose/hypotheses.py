@@ -138,6 +138,9 @@ def serving_config_change(ctx: Context) -> Hypothesis | None:
         return None
     weight = 0.9 if ("threads" in changed and new["threads"] < old["threads"]) or "device" in changed else 0.6
     evidence = [f"serving.{k}: {a} -> {b}" for k, (a, b) in changed.items()] + [ctx.effect_text("model")]
+    if "threads" in changed and ctx.signal("host").get("contended"):
+        # more threads than free cores wait on the busiest core: the measured direction is the neighbours'
+        evidence += ctx.signal_summary("host")
     return Hypothesis(
         "serving.config_change", ctx.base * ctx.share("model") * weight,
         "The serving configuration changed: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()),

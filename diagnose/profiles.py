@@ -42,8 +42,6 @@ def profile_command(version: str, model: str | None, registry: str | None, reque
     from profilers.traces import read_trace
     from reports.tables import render_profile
 
-    if steps < 1:
-        raise UserError(f"--steps must be at least 1, got {steps}")
     manifest, frame = version_with_requests(registry, model, version, requests)
     name = manifest.name
     logdir = out or new_dir(Path("runs"), f"{name}-{version}-profile")

@@ -12,10 +12,29 @@ from pathlib import Path
 
 import yaml
 
-from diagnose.core.errors import UserError
+from diagnose.core.errors import UserError, first_line
 from diagnose.core.manifest import Manifest, load_manifest
 
 INDEX = "registry.yaml"  # optional: {default_model: NAME}
+
+
+def _read_index(index: Path) -> dict:
+    """registry.yaml as a mapping (an empty file is one); anything else is the user's to fix, named by file."""
+    try:
+        data = yaml.safe_load(index.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UserError(f"not UTF-8 text (byte {exc.start})", index) from None
+    except OSError as exc:
+        raise UserError(f"cannot read: {first_line(exc)}", index) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise UserError(f"not valid YAML{where}: {getattr(exc, 'problem', exc)}", index) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"must be a YAML mapping such as 'default_model: NAME', got {type(data).__name__}", index)
+    return data
 
 
 @dataclass(frozen=True)
@@ -39,9 +58,10 @@ class Registry:
         models = self.models()
         index = self.root / INDEX
         if index.is_file():
-            data = yaml.safe_load(index.read_text()) or {}
-            name = data.get("default_model") if isinstance(data, dict) else None
+            name = _read_index(index).get("default_model")
             if name is not None:
+                if not isinstance(name, str):
+                    raise UserError(f"must be a model name (a string), got {name!r}", index, "default_model")
                 if name not in models:
                     raise UserError(f"names model {name!r}, which is not in the registry", index, "default_model")
                 return name

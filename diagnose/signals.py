@@ -53,9 +53,10 @@ def copy_into(target: Path, folder: Path) -> Path:
     return target
 
 
-def collect_live(manifest, out: Path, prometheus: str | None) -> dict[str, Evidence]:
-    """The manifest's deployment read from the cluster (kubeconfig or in-cluster) and from Prometheus at
-    `prometheus`; what was read is saved into `out` in the offline formats, so it can be given to --signals."""
+def collect_live(manifest, out: Path, prometheus: sources.PrometheusAccess | None) -> dict[str, Evidence]:
+    """The manifest's deployment read from the cluster (kubeconfig or in-cluster) and from Prometheus
+    (`prometheus`: its URL and credentials, `sources.prometheus_access`); what was read is saved into `out` in the
+    offline formats, so it can be given to --signals."""
     ctx = sources.LiveContext(manifest=manifest, out=Path(out), prometheus=prometheus)
     return {source.name: source.live(ctx) for source in sources.signal_sources() if source.live is not None}
 

@@ -10,22 +10,100 @@ reaches the cause rules through `Context.signal(name)`.
 
 from __future__ import annotations
 
+import base64
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
+from urllib.parse import unquote, urlsplit, urlunsplit
 
+from diagnose.core.errors import UserError
 from diagnose.core.evidence import Evidence, collect_safely
 from diagnose.core.progress import status
+from diagnose.core.redact import redact_url
 from diagnose.core.times import parse_time
+
+TOKEN_ENV = "DIAGNOSE_PROMETHEUS_TOKEN"
+USER_ENV, PASSWORD_ENV = "DIAGNOSE_PROMETHEUS_USER", "DIAGNOSE_PROMETHEUS_PASSWORD"
+
+
+@dataclass(frozen=True)
+class PrometheusAccess:
+    """A Prometheus to query: the URL the calls go to and the Authorization header they send.
+
+    Its repr is the redacted URL only, so the options of a compare can be printed or logged without a secret."""
+
+    url: str
+    authorization: str | None = None
+
+    def __repr__(self) -> str:
+        return f"PrometheusAccess({redact_url(self.url)!r})"
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        return {"Authorization": self.authorization} if self.authorization else None
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+
+
+def read_auth_file(path: Path) -> str:
+    """The Authorization header a `--prometheus-auth` file gives (docs/signals.md): one line, `user:password`
+    (basic auth; the user has no colon) or a bearer token. Any other file is a UserError that never quotes it."""
+    try:
+        lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    except OSError as exc:
+        raise UserError(f"--prometheus-auth: cannot read: {exc.strerror or type(exc).__name__}", path) from None
+    except UnicodeDecodeError:
+        raise UserError("--prometheus-auth: not UTF-8 text", path) from None
+    if len(lines) != 1:
+        raise UserError(f"--prometheus-auth: expected one line, user:password or a bearer token; found {len(lines)}",
+                        path)
+    user, colon, password = lines[0].partition(":")
+    if colon and user and password:
+        return _basic(user, password)
+    if colon or any(c.isspace() for c in lines[0]):
+        raise UserError("--prometheus-auth: expected user:password (neither empty) or a bearer token (no spaces)",
+                        path)
+    return f"Bearer {lines[0]}"
+
+
+def prometheus_access(url: str | None, auth_file: Path | None = None,
+                      environ: Mapping[str, str] = os.environ) -> PrometheusAccess | None:
+    """`--prometheus URL` with its credentials, the first found of: the `--prometheus-auth` file, the URL's own
+    `user:password@`, $DIAGNOSE_PROMETHEUS_TOKEN (bearer), $DIAGNOSE_PROMETHEUS_USER and _PASSWORD (basic).
+    The userinfo leaves the URL and becomes the header, so exactly one Authorization is sent and the URL kept
+    for the calls and their messages holds no password. A bad auth file fails here, before anything runs."""
+    authorization = read_auth_file(auth_file) if auth_file is not None else None
+    if not url:
+        return None
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unclosed [ of an IPv6 host
+        raise UserError(f"--prometheus: not a URL ({exc}): {redact_url(url)}") from None
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if at:
+        url = urlunsplit(parts._replace(netloc=host))
+        user, _, password = userinfo.partition(":")
+        authorization = authorization or _basic(unquote(user), unquote(password))
+    if authorization is None and environ.get(TOKEN_ENV):
+        authorization = f"Bearer {environ[TOKEN_ENV].strip()}"
+    if authorization is None and (environ.get(USER_ENV) or environ.get(PASSWORD_ENV)):
+        if not (environ.get(USER_ENV) and environ.get(PASSWORD_ENV)):
+            raise UserError(f"set both ${USER_ENV} and ${PASSWORD_ENV} for basic auth, or neither")
+        authorization = _basic(environ[USER_ENV], environ[PASSWORD_ENV])
+    return PrometheusAccess(url, authorization)
 
 
 @dataclass(frozen=True)
 class LiveContext:
-    """What a live source may use: the new version's manifest, where to save what it read, the Prometheus URL."""
+    """What a live source may use: the new version's manifest, where to save what it read, and the Prometheus
+    to query with its credentials (`PrometheusAccess`, whose repr hides them)."""
 
     manifest: object
     out: Path
-    prometheus: str | None = None
+    prometheus: PrometheusAccess | None = None
 
 
 @dataclass(frozen=True)
@@ -91,7 +169,8 @@ def _prometheus_live(ctx: LiveContext) -> Evidence:
     if not ctx.prometheus:
         return Evidence.unavailable("prometheus", "no Prometheus URL given (--prometheus) and no --signals")
     with status("Querying Prometheus"):
-        collector = PrometheusCollector.from_deployment(ctx.prometheus, ctx.manifest.deployment or {})
+        collector = PrometheusCollector.from_deployment(ctx.prometheus.url, ctx.manifest.deployment or {},
+                                                        headers=ctx.prometheus.headers)
         evidence = collect_safely(collector)
     if evidence.ok:
         collector.save(ctx.out)
@@ -104,6 +183,7 @@ SOURCES: tuple[EvidenceSource, ...] = (
     EvidenceSource("environment", "load", required=True),
     EvidenceSource("benchmark", "benchmark", required=True),
     EvidenceSource("cgroup", "benchmark", signal=True),
+    EvidenceSource("host", "benchmark", signal=True),  # other work on the machine during the benchmark
     EvidenceSource("gpu", "signals", signal=True, files=("nvidia-smi.csv",), offline=_gpu_offline, sampler=_gpu_sampler),
     EvidenceSource("kubernetes", "signals", signal=True,
                    files=("kubernetes/pods.json", "kubernetes/events.json", "kubernetes/replicasets.json",

@@ -116,8 +116,10 @@ def verdict_settled(frame) -> bool:
 
 
 def benchmark(plan: Plan, folder: RunFolder) -> None:
-    """The interleaved benchmark of the 2x2 cells, with this process's cgroup (and, live, the GPU) sampled around it."""
+    """The interleaved benchmark of the 2x2 cells, with this process's cgroup, the machine's other CPU work (and,
+    live, the GPU) sampled around it."""
     from collectors.cgroup import CgroupReader, CgroupSampler
+    from collectors.host_cpu import HostCpuSampler
     from diagnose.core.evidence import collect_safely
     from diagnose.signals import start_samplers, stop_samplers
     from profilers.harness import BenchmarkPlan, Cell, run_benchmark
@@ -129,10 +131,13 @@ def benchmark(plan: Plan, folder: RunFolder) -> None:
     bench = BenchmarkPlan(cells=tuple(cells), budget_s=opts.budget_s, seed=opts.seed)
     cgroup = CgroupSampler(CgroupReader())
     cgroup.start()  # the cgroup this process runs in: was the benchmark itself CPU-throttled?
+    host = HostCpuSampler()
+    host.start()  # and did other processes share the cores with it?
     samplers = start_samplers() if opts.signals is None else {}  # recorded signals take the place of live ones
     with Bar(opts.budget_s, f"Benchmarking {len(cells)} cells") as bar:
         result = run_benchmark(bench, plan.loaded, plan.requests, settled=verdict_settled, on_progress=bar.update_to)
     folder.write_evidence("cgroup", collect_safely(cgroup))
+    folder.write_evidence("host", collect_safely(host))
     for source, evidence in stop_samplers(samplers, folder.signals_dir).items():
         folder.write_evidence(source, evidence)
     for key, side in ((OO, "old"), (NN, "new")):
@@ -144,6 +149,7 @@ def benchmark(plan: Plan, folder: RunFolder) -> None:
         "status": "ok", "cells": [c.key for c in cells], "unavailable": result.unavailable,
         "rounds": result.rounds, "elapsed_s": round(result.elapsed_s, 3), "stopped": result.stopped,
         "budget_s": opts.budget_s, "warmup_batches": bench.warmup_batches, "timer": "time.perf_counter_ns",
+        "capped_batches": result.capped_batches,
     })
 
 

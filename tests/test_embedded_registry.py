@@ -54,7 +54,7 @@ def test_longer_requests_are_an_input_shift(tmp_path):
     assert top["cause"] == "input.distribution_shift"
     tie = report["drift"]["latency_tie"]
     assert tie["status"] == "ok" and tie["feature"].startswith("text.") and tie["significant"]
-    assert 0.5 < tie["share"] < 1.5, tie["text"]
+    assert tie["share"] > 0.5 and tie["shift_ci_ms"][0] > 0, tie["text"]  # the longer requests explain the change
     assert tie["feature"] in top["summary"] and "% of the change" in top["summary"]
     assert any(f["feature"] == "text.chars" for f in report["drift"]["drifted"])
     assert {c["change"] for c in report["drift"]["schema_changes"]} == {"length"}  # longer texts, same columns
@@ -62,10 +62,19 @@ def test_longer_requests_are_an_input_shift(tmp_path):
 
 
 def test_imgclf_thread_change_is_a_serving_config_change(tmp_path):
+    """Fewer threads is slower on free cores; on a machine whose cores are busy with other work, two threads wait
+    on the busiest core and can be far slower than one. Either way the thread change is the cause named, and
+    when other work shared the CPU the report says so instead of blaming the model."""
     report = compare(tmp_path, "--model", "imgclf", "--old", "v1", "--new", "v2", "--no-verify")
-    assert report["verdict"] == "regression"
-    assert causes(report)[0] == "serving.config_change"
-    assert "threads 2 -> 1" in report["hypotheses"][0]["summary"]
+    top = report["hypotheses"][0]
+    assert top["cause"] == "serving.config_change" and "threads 2 -> 1" in top["summary"]
+    host = json.loads((tmp_path / "run" / "evidence" / "host.json").read_text())
+    assert report["evidence_sources"]["host"]["status"] == host["status"] == "ok"
+    if host["data"]["contended"]:
+        assert any(w.startswith("the benchmark shared the CPU") for w in report["warnings"]), report["warnings"]
+        assert any(line.startswith("host: other processes kept") for line in top["evidence"]), top["evidence"]
+    else:
+        assert report["verdict"] == "regression", report["summary"]
 
 
 def test_recsys_larger_ranker_is_a_compute_increase(tmp_path):

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from diagnose.core.errors import first_line
+from diagnose.core.redact import redact_text
 
 STATUSES = ("ok", "unavailable", "error")
 
@@ -56,7 +57,7 @@ class Evidence:
     def error(cls, source: str, exc: BaseException) -> Evidence:
         """The source failed unexpectedly; one line so it fits report.json and the terminal summary."""
         name = type(exc).__name__
-        line = first_line(exc)
+        line = redact_text(first_line(exc))  # an error may quote a URL or header with credentials in it
         return cls(source=source, status="error", reason=name if line == name else f"{name}: {line}")
 
 

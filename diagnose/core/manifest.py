@@ -7,17 +7,24 @@ fails with one line naming the file and the key, before any model is loaded.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from diagnose.core.errors import UserError
+from diagnose.core.errors import UserError, first_line
+from diagnose.core.times import parse_time
 
 FORMATS = ("torchscript", "exported", "onnx", "python")
 DEVICES = ("cpu", "cuda")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+# Upper bounds: a value past these is a typo, and would otherwise fail much later (thread pools, a batch larger than
+# any request log) and be blamed on the request log or the model instead of the manifest key.
+MAX_VALUES = {"threads": 1024, "batch_size": 65536}
+FRACTIONS = ("max_accuracy_drop", "min_cosine")  # slo keys that are shares: at most 1
+DEPLOYMENT_STRINGS = ("namespace", "selector", "container", "pod_regex")  # read by the signal collectors as text
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,8 @@ def _inside(version_dir: Path, rel: str, path: Path, key: str) -> str:
     """Refuse paths that leave the version folder: a registry must not reach into the rest of the disk."""
     if not isinstance(rel, str) or not rel.strip():
         raise UserError("must be a non-empty path inside the version folder", path, key)
+    if "\0" in rel:
+        raise UserError("must not contain a NUL byte", path, key)
     candidate = Path(rel)
     if candidate.is_absolute() or not (version_dir / candidate).resolve().is_relative_to(version_dir.resolve()):
         raise UserError(f"'{rel}' leaves the version folder {version_dir}", path, key)
@@ -123,9 +132,36 @@ def _module_ref(value: Any, path: Path, key: str) -> tuple[str, str]:
 
 def _positive_int(section: dict, name: str, default: int, path: Path) -> int:
     value = section.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UserError(f"must be a positive integer, got {value!r}", path, f"serving.{name}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_VALUES[name]:
+        raise UserError(f"must be an integer from 1 to {MAX_VALUES[name]}, got {value!r}", path, f"serving.{name}")
     return value
+
+
+def _slo(raw: dict, path: Path) -> dict:
+    """Finite positive numbers, shares at most 1: report.json is strict JSON, and NaN or inf has no meaning here."""
+    slo = _mapping(raw, "slo", path, required=False)
+    for key, value in slo.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise UserError(f"must be a finite positive number, got {value!r}", path, f"slo.{key}")
+        if key in FRACTIONS and value > 1:
+            raise UserError(f"must be a share in (0, 1], got {value!r}", path, f"slo.{key}")
+    return slo
+
+
+def _deployment(raw: dict, path: Path) -> dict | None:
+    """Checked here, where it enters: a bad time or selector would otherwise only make a signal source fail later."""
+    if raw.get("deployment") is None:
+        return None
+    deployment = _mapping(raw, "deployment", path, required=False)
+    for name in DEPLOYMENT_STRINGS:
+        value = deployment.get(name)
+        if value is not None and not isinstance(value, str):
+            raise UserError(f"must be a string, got {type(value).__name__}", path, f"deployment.{name}")
+    deployed_at = deployment.get("deployed_at")
+    if deployed_at is not None and parse_time(deployed_at) is None:
+        raise UserError(f"must be an ISO 8601 time such as 2026-11-20T10:00:00Z, got {deployed_at!r}", path,
+                        "deployment.deployed_at")
+    return deployment
 
 
 def _choice(section: dict, name: str, default: str, choices: tuple[str, ...], path: Path, key: str) -> str:
@@ -174,9 +210,13 @@ def load_manifest(path: Path) -> Manifest:
     """Read and validate `path`; every problem is a UserError naming the key."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError("manifest not found", path) from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"not UTF-8 text (byte {exc.start})", path) from None
+    except OSError as exc:
+        raise UserError(f"cannot read the manifest: {first_line(exc)}", path) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -217,13 +257,8 @@ def load_manifest(path: Path) -> Manifest:
         threads=_positive_int(serving_raw, "threads", 2, path),
         precision=_choice(serving_raw, "precision", "fp32", PRECISIONS, path, "serving.precision"),
     )
-    slo = _mapping(raw, "slo", path, required=False)
-    for key, value in slo.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise UserError(f"must be a positive number, got {value!r}", path, f"slo.{key}")
-    deployment = raw.get("deployment")
-    if deployment is not None and not isinstance(deployment, dict):
-        raise UserError("must be a mapping", path, "deployment")
+    slo = _slo(raw, path)
+    deployment = _deployment(raw, path)
 
     manifest = Manifest(
         name=raw["name"],

@@ -18,7 +18,7 @@ import numpy as np
 
 from diagnose.core.stats import Delta, SideStats, summarize
 
-SCHEMA_VERSION = "2.0"  # 2.0: `collectors` -> `evidence_sources`, profile `signals` -> `totals`, `rule_errors`
+SCHEMA_VERSION = "2.1"  # 2.0: `collectors` -> `evidence_sources`, profile `signals` -> `totals`, `rule_errors`; 2.1: `incomplete`
 VERDICTS = ("regression", "improvement", "no_regression", "inconclusive")
 
 
@@ -273,6 +273,7 @@ class Report:
     warnings: tuple[str, ...]
     run: RunInfo
     rule_errors: tuple[RuleError, ...] = ()
+    incomplete: str | None = None  # the INCOMPLETE marker's reason: the run was interrupted and evidence may be missing
     schema_version: str = SCHEMA_VERSION
 
     def __post_init__(self):
@@ -300,4 +301,5 @@ class Report:
             "slo": self.slo.to_dict(),
             "warnings": list(self.warnings),
             "run": self.run.to_dict(),
+            "incomplete": self.incomplete,
         }

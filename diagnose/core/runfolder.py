@@ -34,6 +34,8 @@ from diagnose.core.times import utc_now
 
 FORMAT_VERSION = 2  # 2: the trace diff's `signals` became `totals` in evidence/profile.json
 SIDES = ("old", "new")
+# samples.parquet columns the analysis reads; a file without them is not a benchmark's samples
+SAMPLE_COLUMNS = ("cell", "latency_ms", "preprocess_ms", "infer_ms", "input_elements", "input_signature")
 
 
 def _atomic(path: Path, write) -> None:
@@ -69,6 +71,10 @@ def read_json(path: Path) -> Any:
         raise UserError("missing from the run folder", path) from None
     except json.JSONDecodeError as exc:
         raise UserError(f"not valid JSON (line {exc.lineno}): {exc.msg}", path) from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"not UTF-8 text (byte {exc.start})", path) from None
+    except OSError as exc:
+        raise UserError(f"cannot read: {first_line(exc)}", path) from None
 
 
 def new_dir(base: Path, label: str) -> Path:
@@ -90,6 +96,18 @@ def _upgrade(name: str, data: dict, version: int) -> dict:
     return data
 
 
+def make_dir(path: str | Path, option: str = "--out") -> Path:
+    """A folder to write into (it may exist already): one clear line when it cannot be, never a traceback."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{option} names a file, not a folder; choose a folder", path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (OSError, ValueError) as exc:  # a parent that is a file, no permission, a NUL byte in the name
+        raise UserError(f"{option}: cannot create the folder: {first_line(exc)}", path) from None
+    return path
+
+
 class RunFolder:
     """One run folder: every file it holds is named here, and each is read at most once."""
 
@@ -108,6 +126,7 @@ class RunFolder:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._cache: dict[str, Any] = {}
+        self._writing = False  # set by `create`: this process's own INCOMPLETE marker means "still running", not "interrupted"
 
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r})"
@@ -140,13 +159,14 @@ class RunFolder:
         folder = cls(path)
         if folder.path.exists() and not folder.path.is_dir():
             raise UserError("--out names a file, not a folder; choose a new folder", folder.path)
-        if folder.path.exists() and any(folder.path.iterdir()):
-            raise UserError("--out folder exists and is not empty; choose a new folder", folder.path)
         try:
+            if folder.path.exists() and any(folder.path.iterdir()):
+                raise UserError("--out folder exists and is not empty; choose a new folder", folder.path)
             folder.path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UserError(f"cannot create the folder: {first_line(exc)}", folder.path) from None
-        write_text(folder.file(cls.INCOMPLETE), "running\n")
+            write_text(folder.file(cls.INCOMPLETE), "running\n")
+        except (OSError, ValueError) as exc:  # a parent that is a file, no permission, a NUL byte in the name
+            raise UserError(f"cannot create the run folder: {first_line(exc)}", folder.path) from None
+        folder._writing = True
         return folder
 
     def write_run(self, info: dict) -> None:
@@ -193,10 +213,23 @@ class RunFolder:
             raise UserError("run folder not found", self.path)
         marker = self.file(self.INCOMPLETE)
         if marker.exists() and not self.file(self.SAMPLES).exists():
-            reason = marker.read_text().strip() or "unknown"
+            reason = self._marker_reason()
             raise UserError(f"run folder is incomplete ({reason}); no samples were saved, rerun the compare", self.path)
         if not self.file(self.RUN).exists():
             raise UserError(f"not a diagnose run folder (no {self.RUN})", self.path)
+
+    def _marker_reason(self) -> str:
+        try:
+            return self.file(self.INCOMPLETE).read_text(errors="replace").strip() or "unknown"
+        except OSError:  # a marker that is not a readable file still marks the folder
+            return "unknown"
+
+    def incomplete(self) -> str | None:
+        """The reason in INCOMPLETE when the run that wrote this folder was interrupted or failed; None when it
+        completed, and for the folder this process is writing (compare analyzes it before it finishes it)."""
+        if self._writing or not self.file(self.INCOMPLETE).exists():
+            return None
+        return self._marker_reason()
 
     def _once(self, key: str, read):
         if key not in self._cache:
@@ -204,7 +237,13 @@ class RunFolder:
         return self._cache[key]
 
     def run(self) -> dict:
-        return self._once(self.RUN, lambda: read_json(self.file(self.RUN)))
+        def read() -> dict:
+            data = read_json(self.file(self.RUN))
+            if not isinstance(data, dict) or not all(isinstance(data.get(key), str) for key in ("model", "old", "new")):
+                raise UserError("not a run record (expected a JSON object with model, old and new)", self.file(self.RUN))
+            return data
+
+        return self._once(self.RUN, read)
 
     @property
     def format_version(self) -> int:
@@ -212,7 +251,10 @@ class RunFolder:
         (`diagnose optimize`, `diagnose drift --out`) is written by today's code."""
         if not self.file(self.RUN).exists():
             return FORMAT_VERSION
-        return int(self.run().get("format_version", 1))
+        value = self.run().get("format_version", 1)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"must be an integer, got {value!r}", self.file(self.RUN), "format_version")
+        return value
 
     def has_evidence(self, source: str) -> bool:
         return self.evidence_path(source).is_file()
@@ -246,8 +288,12 @@ class RunFolder:
         return self._once(name, read)
 
     def samples(self):
-        """samples.parquet: one row per timed batch of every benchmark cell (required)."""
-        return self._parquet(self.SAMPLES, required=True)
+        """samples.parquet: one row per timed batch of every benchmark cell (required), with the SAMPLE_COLUMNS."""
+        frame = self._parquet(self.SAMPLES, required=True)
+        missing = [column for column in SAMPLE_COLUMNS if column not in frame.columns]
+        if missing:
+            raise UserError(f"not benchmark samples: no column {', '.join(missing)}", self.file(self.SAMPLES))
+        return frame
 
     def variant_samples(self):
         """variant_samples.parquet, or None when the verify stage did not run."""
