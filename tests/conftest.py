@@ -16,6 +16,24 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 
 
+BUSY_LOOP = "import time\nend = time.monotonic() + 1200\nwhile time.monotonic() < end:\n    pass\n"
+
+
+@pytest.fixture(autouse=True)
+def busy_core_beside_slow_tests(request):
+    """Slow end-to-end tests run with a busy loop on one core beside them, as on a CI machine with a second job:
+    a diagnosis that holds only on an idle machine would block landings. DIAGNOSE_TEST_BUSY=0 turns it off."""
+    if request.node.get_closest_marker("slow") is None or os.environ.get("DIAGNOSE_TEST_BUSY", "1") == "0":
+        yield
+        return
+    child = subprocess.Popen([sys.executable, "-c", BUSY_LOOP])
+    try:
+        yield
+    finally:
+        child.kill()
+        child.wait()
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run `python -m diagnose ARGS` in a subprocess, as a user would."""
     full_env = {**os.environ, "DIAGNOSE_PROGRESS": "0", **(env or {})}
