@@ -38,3 +38,16 @@ def test_no_command_prints_help_and_exits_2():
 def test_unknown_option_is_a_usage_error():
     result = run_cli("compare", "--old", "v1", "--new", "v2", "--bogus")
     assert result.returncode == 2 and "unrecognized arguments: --bogus" in result.stderr
+
+
+def test_the_readme_install_brings_the_live_clients():
+    """`--prometheus URL`, the cluster and NVML must work after the README's first command: their clients are
+    core dependencies, not extras, and they are installed."""
+    import importlib.metadata
+    import re
+
+    required = {re.split(r"[<>=!~ \[;]", r, maxsplit=1)[0].lower()
+                for r in importlib.metadata.requires("diagnose") or [] if "extra ==" not in r}
+    assert {"kubernetes", "prometheus-api-client", "nvidia-ml-py"} <= required
+    for module in ("kubernetes", "prometheus_api_client", "pynvml"):
+        importlib.import_module(module)
