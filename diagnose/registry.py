@@ -10,26 +10,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from diagnose.core.errors import UserError, first_line
-from diagnose.core.manifest import Manifest, load_manifest
+from diagnose.core.errors import UserError
+from diagnose.core.manifest import Manifest, load_manifest, read_yaml
 
 INDEX = "registry.yaml"  # optional: {default_model: NAME}
 
 
 def _read_index(index: Path) -> dict:
     """registry.yaml as a mapping (an empty file is one); anything else is the user's to fix, named by file."""
-    try:
-        data = yaml.safe_load(index.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise UserError(f"not UTF-8 text (byte {exc.start})", index) from None
-    except OSError as exc:
-        raise UserError(f"cannot read: {first_line(exc)}", index) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise UserError(f"not valid YAML{where}: {getattr(exc, 'problem', exc)}", index) from None
+    data = read_yaml(index, "registry index")
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -206,21 +206,27 @@ def _input_schema(value: Any, path: Path) -> dict:
     return {str(k): v for k, v in value.items()}
 
 
-def load_manifest(path: Path) -> Manifest:
-    """Read and validate `path`; every problem is a UserError naming the key."""
-    path = Path(path)
+def read_yaml(path: Path, what: str) -> Any:
+    """A YAML file (a manifest, registry.yaml) as data; one line naming the file when it is missing, unreadable,
+    not UTF-8 or not YAML."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise UserError("manifest not found", path) from None
+        raise UserError(f"{what} not found", path) from None
     except UnicodeDecodeError as exc:
         raise UserError(f"not UTF-8 text (byte {exc.start})", path) from None
     except OSError as exc:
-        raise UserError(f"cannot read the manifest: {first_line(exc)}", path) from None
+        raise UserError(f"cannot read the {what}: {first_line(exc)}", path) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise UserError(f"not valid YAML{where}: {getattr(exc, 'problem', exc)}", path) from None
+
+
+def load_manifest(path: Path) -> Manifest:
+    """Read and validate `path`; every problem is a UserError naming the key."""
+    path = Path(path)
+    raw = read_yaml(path, "manifest")
     if not isinstance(raw, dict):
         raise UserError("must be a YAML mapping of manifest keys", path)
     version_dir = path.parent
