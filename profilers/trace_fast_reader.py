@@ -16,11 +16,11 @@ error; both feed the same column builder, so the result is the same.
 
 Speed (control.json.gz, 33 MiB of JSON, 109k events, on a slow 2-core machine): ~0.8 s against ~1.8 s for the
 ijson path: orjson ~0.2 s and freeing its dicts ~0.1 s, the column batches ~0.35 s, decompression, the
-big-integer check and the table ~0.05 s each. The nesting check (`trace_files`) runs the numpy scanner over
-every byte read, on both paths (0.36 s -> 0.47 s on a faster machine: pretty-printed JSON has a quote every
-few bytes); guessing the cut spares a second scan of every chunk for finding the cuts. The cyclic garbage collector is
-paused during the parse (~0.1 s: it would otherwise walk the event dicts again and again; nothing there forms
-a cycle).
+big-integer check and the table ~0.05 s each. The nesting check of the ijson path (`trace_files`) is left out here
+(it would scan every byte: 0.34 s -> 0.54 s): orjson parses nesting in linear time up to its own limit of 1024
+levels and fails past it, and then the ijson path refuses the file. Guessing the cut spares a scan of every
+chunk for finding the cuts. The cyclic garbage collector is paused during the parse (~0.1 s: it would
+otherwise walk the event dicts again and again; nothing there forms a cycle).
 """
 
 from __future__ import annotations
@@ -300,7 +300,7 @@ class _FastReader:
 def read_fast(path: Path, keep_python: bool) -> tuple[dict, dict, dict]:
     """The typed columns, their counts and the top-level metadata of the trace at `path`, as `read_ijson` gives
     them; raises (anything) where this path gives up."""
-    fh, raw, _ = open_trace(path)
+    fh, raw, _ = open_trace(path, limit_depth=False)  # orjson bounds nesting itself, in linear time
     enabled = gc.isenabled()
     gc.disable()  # the parse allocates millions of containers and frees them by reference counts, no cycles
     try:
