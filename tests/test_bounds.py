@@ -2,7 +2,7 @@
 
 The collectors run with their default timeouts and their own HTTP clients (what a user gets), against a
 socket on 127.0.0.1 that accepts, reads and stays silent; each must come back with an `error` or
-`unavailable` Evidence well within 15 s (10 s of timeout, and no retry of a read timeout).
+`unavailable` Evidence after about 10 s (the timeout, and no retry of a read timeout), well before BOUND_S.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collectors.kubernetes import KubernetesCollector
 from collectors.prometheus import PrometheusCollector
 from diagnose.core.evidence import collect_safely
 
-BOUND_S = 15
+BOUND_S = 30  # the 10 s timeout, plus room for a busy machine; a hang would run until pytest is killed
 DEPLOYED_AT = "2026-11-20T10:00:00Z"
 
 

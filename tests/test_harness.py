@@ -70,9 +70,10 @@ def test_the_hard_cap_holds_inside_the_warm_up_and_a_round(tiny_registry):
 
     cells = (Cell("v1", "old"), Cell("v3", "old"))
     result, took = run(0.1, BenchmarkPlan(cells=cells, budget_s=0.1, warmup_batches=100, max_overrun=4))
-    assert took < 0.4 + 2 * 0.1 + 0.3 and result.stopped == "hard cap (4x the budget) after 0 rounds"
+    # the whole warm-up would take 20 s; the cap (0.4 s) ends it after a batch or two, with room for a busy machine
+    assert took < 5 and result.stopped == "hard cap (4x the budget) after 0 rounds"
     cells += (Cell("v2", "old"),)
     result, took = run(0.2, BenchmarkPlan(cells=cells, budget_s=0.5, warmup_batches=1, max_overrun=4))
-    assert took < 2.0 + 0.2 + 0.3  # the cap, plus the call under way when it passed (a whole round would be 0.6)
-    assert result.rounds >= 1 and len(result.samples) == len(cells) * result.rounds
+    assert result.stopped.startswith("hard cap (4x the budget)") and took < 6
+    assert result.rounds >= 1 and len(result.samples) == len(cells) * result.rounds  # the cut round was dropped
     assert not result.capped_batches
