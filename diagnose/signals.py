@@ -61,11 +61,11 @@ def collect_live(manifest, out: Path, prometheus: sources.PrometheusAccess | Non
     return {source.name: source.live(ctx) for source in sources.signal_sources() if source.live is not None}
 
 
-def start_samplers(names: set[str] | None = None) -> dict[str, object]:
-    """The sampled sources (the GPU), started; `names` limits them (recorded signals take their place)."""
+def start_samplers() -> dict[str, object]:
+    """The sampled sources (the GPU), started."""
     running = {}
     for source in sources.signal_sources():
-        if source.sampler is not None and (names is None or source.name in names):
+        if source.sampler is not None:
             sampler = source.sampler()
             sampler.start()
             running[source.name] = sampler

@@ -149,22 +149,16 @@ class RunFolder:
     def signals_dir(self) -> Path:
         return self.path / self.SIGNALS
 
-    def relative(self, path: Path) -> str:
-        return str(Path(path).relative_to(self.path))
-
     # --- writing ---------------------------------------------------------------------------------------------
     @classmethod
     def create(cls, path: str | Path) -> RunFolder:
         """Make the folder and mark it incomplete before anything else is written."""
-        folder = cls(path)
-        if folder.path.exists() and not folder.path.is_dir():
-            raise UserError("--out names a file, not a folder; choose a new folder", folder.path)
+        folder = cls(make_dir(path))
         try:
-            if folder.path.exists() and any(folder.path.iterdir()):
+            if any(folder.path.iterdir()):
                 raise UserError("--out folder exists and is not empty; choose a new folder", folder.path)
-            folder.path.mkdir(parents=True, exist_ok=True)
             write_text(folder.file(cls.INCOMPLETE), "running\n")
-        except (OSError, ValueError) as exc:  # a parent that is a file, no permission, a NUL byte in the name
+        except OSError as exc:  # a folder it may not list or write into
             raise UserError(f"cannot create the run folder: {first_line(exc)}", folder.path) from None
         folder._writing = True
         return folder
