@@ -35,7 +35,8 @@ The series math (module functions, shared by both paths):
 The `prometheus_api_client` package is imported only inside the live path: offline reading needs no client.
 
 This module is the facade over the pieces, each in its own module: `prometheus_selection` (the `Target`, which
-series are the deployment's, the PromQL sent), `prometheus_math` (the grid, counter increases, histogram
+series are the deployment's, the PromQL sent), `prometheus_pods` (which pods: an explicit regex, the pods
+kube_pod_labels matches with the selector, or the names guessed), `prometheus_math` (the grid, counter increases, histogram
 quantiles), `prometheus_change_points` (the p99 jump), `prometheus_groups` (each group's numbers before and
 after), `prometheus_evidence` (the Evidence and its summary; its formatting: `prometheus_format`),
 `prometheus_offline` (the file path) and `prometheus_live` (the query_range path).
@@ -48,8 +49,9 @@ from collectors.prometheus_evidence import prometheus_evidence
 from collectors.prometheus_live import PrometheusCollector
 from collectors.prometheus_math import counter_deltas, histogram_quantile, increase, make_grid, on_grid
 from collectors.prometheus_offline import read_offline, save_openmetrics
+from collectors.prometheus_pods import PodSelection, choose_pods
 from collectors.prometheus_selection import Target, pod_regex_from_selector, promql_selectors, promql_string
 
-__all__ = ["PrometheusCollector", "Target", "change_points", "counter_deltas", "histogram_quantile", "increase",
-           "make_grid", "on_grid", "pod_regex_from_selector", "prometheus_evidence", "promql_selectors",
-           "promql_string", "read_offline", "save_openmetrics"]
+__all__ = ["PodSelection", "PrometheusCollector", "Target", "change_points", "choose_pods", "counter_deltas",
+           "histogram_quantile", "increase", "make_grid", "on_grid", "pod_regex_from_selector", "prometheus_evidence",
+           "promql_selectors", "promql_string", "read_offline", "save_openmetrics"]

@@ -13,6 +13,7 @@ from collectors.openmetrics import Series, SeriesKey
 from collectors.prometheus_format import bytes_text, clock_time, duration, iso_time, ms_text, pct_text, plural
 from collectors.prometheus_groups import Windows, container_numbers, gpu_numbers, latency_numbers
 from collectors.prometheus_math import on_grid
+from collectors.prometheus_pods import POD_LABELS, PodSelection, listed, no_match_reason, pods_seen
 from collectors.prometheus_selection import Target, select_series
 from diagnose.core.evidence import Evidence
 from diagnose.core.times import parse_time
@@ -33,12 +34,17 @@ def prometheus_evidence(series: dict[SeriesKey, Series], deployed_at, *, target:
                         latency_metric: str = DEFAULT_LATENCY_METRIC, window=WINDOW, step_s: int = STEP_S,
                         tolerance_s: float = ALIGN_TOLERANCE_S, origin: dict | None = None,
                         lookback_s: float | None = None, extra_notes: list[str] | tuple = (),
-                        parse_stats: dict | None = None) -> Evidence:
+                        parse_stats: dict | None = None, pods: PodSelection | None = None,
+                        seen: list[str] | None = None, deployment_name: str | None = None) -> Evidence:
     """Raw series {(name, labels): (timestamps, values)} -> Evidence: before vs after the deploy. See
     docs/signals.md ("Prometheus") for every key. `origin` says where the series came from (file or URL).
 
     `extra_notes` are what reading the series noted (lines skipped, series dropped) and `parse_stats` a file's
-    parse counts (data key `parse`): both go into the evidence as it is made, when there is evidence to make."""
+    parse counts (data key `parse`): both go into the evidence as it is made, when there is evidence to make.
+
+    `pods` says how the target's pods were chosen (`collectors.prometheus_pods.choose_pods`; data keys `pods_from`,
+    `pods`, `pods_why`). When nothing matches, the reason lists the pods Prometheus saw (`seen`, else those
+    in `series`) and how to select them."""
     target = target or Target()
     origin = dict(origin or {})
     where = origin.get("path") or origin.get("url") or "the series"
@@ -53,8 +59,11 @@ def prometheus_evidence(series: dict[SeriesKey, Series], deployed_at, *, target:
     if not any(groups.values()):
         names = sorted({name for name, _ in series})
         present = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
-        return Evidence.unavailable(SOURCE, f"no series for {target.describe()} in {where} (metrics present: "
-                                            f"{present or 'none'})")
+        seen = pods_seen(series, target.namespace) if seen is None else sorted(seen)
+        reason = (f"no series for {target.describe()} in {where} (metrics present: {present or 'none'}); "
+                  + no_match_reason(pods, seen, target.namespace, deployment_name))
+        data = {"target": target.to_dict(), **_pod_data(pods, {}), "pods_seen": seen}
+        return Evidence(SOURCE, "unavailable", reason, data=data)
     gridded = {g: {k: on_grid(ts, vs, w.grid, lookback_s) for k, (ts, vs) in items.items()}
                for g, items in groups.items()}
     if not any(np.any(~np.isnan(v)) for items in gridded.values() for v in items.values()):
@@ -73,17 +82,33 @@ def prometheus_evidence(series: dict[SeriesKey, Series], deployed_at, *, target:
                     "after": [iso_time(w.deploy), iso_time(w.deploy + window_s)]},
         "target": target.to_dict(),
         "series_matched": {g: len(items) for g, items in groups.items()},
+        **_pod_data(pods, groups),
     }
     data.update(container_numbers(gridded["containers"], w, notes, target))
     data["gpu"] = gpu_numbers(gridded["gpu"], w, notes, target)
     data["latency"] = latency_numbers(gridded["latency"], w, notes, target, latency_metric, tolerance_s)
-    data["notes"] = notes + list(extra_notes)
+    data["notes"] = notes + list(pods.notes if pods else ()) + list(extra_notes)
     if parse_stats is not None:
         data["parse"] = parse_stats
-    return Evidence(source=SOURCE, status="ok", data=data, summary=_summary(data))
+    pods_line = None
+    if pods is not None and pods.pods_from == POD_LABELS:
+        n = len(pods.pods)
+        pods_line = (f"{n} pod{'' if n == 1 else 's'} found by their labels ({pods.selector}) in {POD_LABELS}: "
+                     f"{listed(pods.pods)}")
+    return Evidence(source=SOURCE, status="ok", data=data, summary=_summary(data, pods_line))
 
 
-def _summary(d: dict) -> list[str]:
+def _pod_data(pods: PodSelection | None, groups: dict) -> dict:
+    """`pods_from`, `pods` (kube_pod_labels' pods, else those whose series were selected) and `pods_why`."""
+    if pods is not None and pods.pods_from == POD_LABELS:
+        names = list(pods.pods)
+    else:
+        names = sorted({pod for items in groups.values() for _, labels in items
+                        if (pod := dict(labels).get("pod") or dict(labels).get("exported_pod"))})
+    return {"pods_from": pods.pods_from if pods else None, "pods": names, "pods_why": pods.why if pods else ""}
+
+
+def _summary(d: dict, pods_line: str | None = None) -> list[str]:
     lines: list[str] = []
     r = d["throttled_ratio"]
     if r["after"] is not None:
@@ -159,5 +184,7 @@ def _summary(d: dict) -> list[str]:
         lines.append(line)
     elif lat["timeline"] is not None and lat["timeline"]["t"]:
         lines.append("no change point in p99 latency around the deploy")
+    if pods_line:
+        lines.append(pods_line)
     lines.extend(d["notes"])
     return lines

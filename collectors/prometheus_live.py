@@ -28,7 +28,14 @@ from collectors.prometheus_evidence import (
 from collectors.prometheus_format import duration
 from collectors.prometheus_math import make_grid
 from collectors.prometheus_offline import save_openmetrics
-from collectors.prometheus_selection import make_target, pod_regex_from_selector, promql_selectors
+from collectors.prometheus_pods import choose_pods, parse_selector, pod_labels, pod_of, pods_seen
+from collectors.prometheus_selection import (
+    make_target,
+    pod_labels_selector,
+    pods_seen_selector,
+    promql_selectors,
+    select_series,
+)
 from diagnose.core.errors import UserError, first_line
 from diagnose.core.evidence import Evidence
 from diagnose.core.redact import redact_text, redact_url
@@ -66,8 +73,11 @@ class PrometheusCollector:
     `http`: a `prometheus_api_client.PrometheusConnect` to use as is; without one the collector makes its
     own (no retry of a read timeout, one retry of a refused connection, `headers` sent with every call).
     Three query_range calls (containers, GPU, latency), each with `timeout_s` on the HTTP call and as
-    Prometheus's own query `timeout`. After `collect()`, `series` holds what was read and `save(folder)`
-    writes it as `metrics.om` for read_offline. `collect()` never raises.
+    Prometheus's own query `timeout`; before them, without a `pod_regex` but with a `selector`, one for the
+    namespace's kube_pod_labels, to find the pods by their labels (collectors/prometheus_pods.py); after them,
+    when no series matched, one listing the namespace's pods for the reason. After `collect()`, `series` holds
+    what was read (kube_pod_labels included), `pods` how the pods were chosen, and `save(folder)` writes the
+    series as `metrics.om` for read_offline. `collect()` never raises.
 
     `url` may hold credentials (`http://user:pass@host/`, `?token=`): the calls use it as given, but the
     evidence and every message name `shown`, its redacted form, since they end up in run folders and reports.
@@ -79,29 +89,34 @@ class PrometheusCollector:
                  container: str | None = None, deployed_at=None, window=WINDOW,
                  latency_metric: str = DEFAULT_LATENCY_METRIC, timeout_s: float = 10, http=None, *,
                  step_s: int = STEP_S, tolerance_s: float = ALIGN_TOLERANCE_S, headers: dict | None = None,
-                 max_series_per_metric: int = MAX_SERIES_PER_METRIC):
+                 max_series_per_metric: int = MAX_SERIES_PER_METRIC, selector: str | None = None,
+                 deployment_name: str | None = None):
         self.url = (url or "").rstrip("/")
         self.shown = redact_url(self.url)
         self.namespace, self.pod_regex, self.container = namespace, pod_regex, container
         self.deployed_at, self.window, self.latency_metric = deployed_at, window, latency_metric
         self.timeout_s, self.http, self.step_s, self.tolerance_s = timeout_s, http, int(step_s), tolerance_s
         self.headers, self.max_series_per_metric = headers, max_series_per_metric
+        self.selector, self.deployment_name = selector, deployment_name
         self.series: dict[SeriesKey, Series] | None = None
+        self.pods = None  # the PodSelection of the last collect()
         self.queries: list[str] = []
 
     @classmethod
     def from_deployment(cls, url: str, deployment: dict, **kwargs) -> PrometheusCollector:
-        """From a manifest's `deployment` mapping: namespace, container, deployed_at, and `pod_regex` (else
-        derived from `selector` with pod_regex_from_selector)."""
-        regex = deployment.get("pod_regex") or pod_regex_from_selector(deployment.get("selector"))
-        return cls(url, deployment.get("namespace"), regex, deployment.get("container"),
-                   deployment.get("deployed_at"), **kwargs)
+        """From a manifest's `deployment` mapping: namespace, container, deployed_at, `pod_regex` (the pods, as
+        given), `selector` (the pods by their labels in kube_pod_labels, else a guess from the names) and `name`
+        (the Deployment's, for the guess)."""
+        name = deployment.get("name")
+        return cls(url, deployment.get("namespace"), deployment.get("pod_regex") or None, deployment.get("container"),
+                   deployment.get("deployed_at"), selector=deployment.get("selector"),
+                   deployment_name=name if isinstance(name, str) and name else None, **kwargs)
 
     def collect(self) -> Evidence:
         if not self.url:
             return Evidence.unavailable(SOURCE, "no Prometheus URL given")
-        try:
-            target = make_target(self.namespace, self.pod_regex, self.container, self.latency_metric, self.shown)
+        try:  # a bad pod regex or metric name fails before any call
+            make_target(self.namespace, self.pod_regex, self.container, self.latency_metric, self.shown)
         except UserError as exc:
             return Evidence.error(SOURCE, ValueError(str(exc)))
         deploy = parse_time(self.deployed_at)
@@ -124,11 +139,21 @@ class PrometheusCollector:
                 return Evidence.error(SOURCE, exc)
         else:
             client = self.http
+        seen = None
         try:
             series: dict[SeriesKey, Series] = {}
             notes: list[str] = []
+            if not self.pod_regex and parse_selector(self.selector):  # the pods by their labels, if KSM has them
+                self._read(client, "pod labels", pod_labels_selector(self.namespace), grid, series, notes)
+            self.pods = pods = choose_pods(series, namespace=self.namespace, selector=self.selector,
+                                           pod_regex=self.pod_regex, deployment_name=self.deployment_name,
+                                           since=float(grid[0]) - self.step_s, until=float(grid[-1]))
+            target = make_target(self.namespace, pods.pod_regex, self.container, self.latency_metric, self.shown,
+                                 pods.pods_text)
             for what, query in promql_selectors(target, self.latency_metric).items():
                 self._read(client, what, query, grid, series, notes)
+            if not any(select_series(series, target, self.latency_metric).values()):
+                seen = self._pods_seen(client, grid, series)
         except Exception as exc:
             return Evidence.error(SOURCE, exc)
         finally:
@@ -138,7 +163,8 @@ class PrometheusCollector:
         try:
             evidence = prometheus_evidence(series, deploy, target=target, latency_metric=self.latency_metric,
                                            window=self.window, step_s=self.step_s, tolerance_s=self.tolerance_s,
-                                           origin={"kind": "prometheus", "url": self.shown}, extra_notes=notes)
+                                           origin={"kind": "prometheus", "url": self.shown}, extra_notes=notes,
+                                           pods=pods, seen=seen, deployment_name=self.deployment_name)
         except Exception as exc:
             return Evidence.error(SOURCE, exc)
         return evidence
@@ -156,6 +182,27 @@ class PrometheusCollector:
         # A read timeout is not retried (a hung Prometheus costs timeout_s once); a refused connection once.
         retry = Retry(total=1, connect=1, read=0, status=0, other=0, redirect=0, backoff_factor=0)
         return PrometheusConnect(url=self.url, headers=self.headers, retry=retry, timeout=self.timeout_s)
+
+    def _pods_seen(self, client, grid: np.ndarray, series: dict) -> list[str] | None:
+        """The namespace's pods, for the reason when the chosen ones have no series: kube_pod_labels when it was
+        read, else one more query (cAdvisor's and kube-state-metrics' series counted by pod). None when that
+        query fails: the reason then lists what was read."""
+        if pod_labels(series, self.namespace):
+            return pods_seen(series, self.namespace)
+        start = datetime.fromtimestamp(float(grid[0]), timezone.utc)
+        end = datetime.fromtimestamp(float(grid[-1]), timezone.utc)
+        query = pods_seen_selector(self.namespace)
+        self.queries.append(query)
+        try:
+            result = self._call(client, "pods", query, start, end)
+        except Exception:  # the listing only adds to a reason; the collection itself is done
+            return None
+        seen = set()
+        for item in result if isinstance(result, list) else ():
+            ns, pod = pod_of(dict(item.get("metric") or {}) if isinstance(item, dict) else {})
+            if pod and (self.namespace is None or ns == self.namespace):
+                seen.add(pod)
+        return sorted(seen)
 
     def _read(self, client, what: str, query: str, grid: np.ndarray, series: dict, notes: list[str]) -> None:
         start = datetime.fromtimestamp(float(grid[0]), timezone.utc)

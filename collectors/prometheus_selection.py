@@ -8,7 +8,7 @@ out of a recorded file (`select_series`) and writes the live query_range selecto
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from collectors.openmetrics import Series, SeriesKey
 from diagnose.core.errors import UserError
@@ -32,6 +32,7 @@ class Target:
     namespace: str | None = None
     pod_regex: str | None = None
     container: str | None = None
+    pods_text: str | None = field(default=None, compare=False)  # describe() says this instead of the regex
 
     def __post_init__(self):
         if self.pod_regex is not None:
@@ -62,7 +63,9 @@ class Target:
         parts = []
         if self.namespace is not None:
             parts.append(f"namespace={self.namespace}")
-        if self.pod_regex is not None:
+        if self.pods_text is not None:
+            parts.append(self.pods_text)
+        elif self.pod_regex is not None:
             parts.append(f"pod=~{self.pod_regex}")
         if self.container is not None:
             parts.append(f"container={self.container}")
@@ -91,6 +94,27 @@ def pod_regex_from_selector(selector: str | None) -> str | None:
 def promql_string(value: str) -> str:
     """A PromQL double-quoted string literal: backslash, double quote and newline escaped."""
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def pod_labels_selector(namespace: str | None) -> str:
+    """The query_range expression for the namespace's kube_pod_labels (kube-state-metrics' own `namespace` may
+    have become `exported_namespace`, scraped without honor_labels)."""
+    if namespace is None:
+        return "kube_pod_labels"
+    ns = promql_string(namespace)
+    return f"kube_pod_labels{{namespace={ns}}} or kube_pod_labels{{exported_namespace={ns}}}"
+
+
+def pods_seen_selector(namespace: str | None) -> str:
+    """One series per pod of the namespace that cAdvisor or kube-state-metrics reports (the pods Prometheus saw,
+    listed when the chosen ones have no series)."""
+    names = promql_string("|".join(("kube_pod_labels", CADVISOR[2], CADVISOR[3], KSM[0], KSM[1])))
+    if namespace is None:
+        inner = f"{{__name__=~{names}}}"
+    else:
+        ns = promql_string(namespace)
+        inner = f"{{__name__=~{names},namespace={ns}}} or {{__name__=~{names},exported_namespace={ns}}}"
+    return f"count by (namespace, pod, exported_namespace, exported_pod) ({inner})"
 
 
 def promql_selectors(target: Target, latency_metric: str) -> dict[str, str]:
@@ -136,12 +160,12 @@ def select_series(series: dict[SeriesKey, Series], target: Target, latency_metri
     return out
 
 
-def make_target(namespace, pod_regex, container, latency_metric, where) -> Target:
+def make_target(namespace, pod_regex, container, latency_metric, where, pods_text: str | None = None) -> Target:
     """The user's settings as a Target; a UserError naming `where` (the file or the URL) and the setting when a
     metric name or a pod regex would only fail later, inside Prometheus or the series math."""
     if not _METRIC_NAME.match(latency_metric or ""):
         raise UserError(f"{latency_metric!r} is not a Prometheus metric name", where, "latency_metric")
     try:
-        return Target(namespace, pod_regex, container)
+        return Target(namespace, pod_regex, container, pods_text)
     except re.error as exc:
         raise UserError(f"pod regex {pod_regex!r} does not compile: {exc}", where, "pod_regex") from None

@@ -28,6 +28,7 @@ from diagnose.core.report import (
     RunInfo,
     Slo,
     SourceStatus,
+    Tail,
 )
 from diagnose.core.runfolder import SIDES, RunFolder
 from diagnose.hypotheses import Context, rank
@@ -44,6 +45,8 @@ class Outcome:
     delta: stats.Delta
     attribution: Attribution
     cells: dict[str, np.ndarray]
+    tail: Tail
+    regression_kind: str | None
 
 
 def _cell_summaries(samples: pd.DataFrame) -> dict[str, CellSummary]:
@@ -60,8 +63,10 @@ def _cell_summaries(samples: pd.DataFrame) -> dict[str, CellSummary]:
     }
 
 
-def _summary_line(model: str, old: str, new: str, verdict: str, delta: stats.Delta) -> str:
+def _summary_line(model: str, old: str, new: str, result: Outcome) -> str:
+    delta, tail = result.delta, result.tail
     lo, hi = delta.p50_pct_ci
+    p99_lo, p99_hi = delta.p99_pct_ci
     change = f"p50 {delta.p50_pct:+.1f}% (95% CI {lo:+.1f}% .. {hi:+.1f}%), p99 {delta.p99_pct:+.1f}%, p = {delta.p_value:.2g}"
     words = {
         "regression": f"{model} {new} is slower than {old}",
@@ -69,7 +74,17 @@ def _summary_line(model: str, old: str, new: str, verdict: str, delta: stats.Del
         "no_regression": f"{model} {new} is as fast as {old} (within ±{stats.EQUIVALENCE_PCT:g}%)",
         "inconclusive": f"{model} {new} vs {old}: not enough evidence either way",
     }
-    return f"{words[verdict]}: {change}"
+    if result.regression_kind == "tail":
+        median = "unchanged" if tail.median_verdict == "no_regression" else tail.median_verdict.replace("_", " ")
+        line = (f"{model} {new} has a slower tail than {old} (a tail-only regression): p99 {delta.p99_pct:+.1f}% "
+                f"(95% CI {p99_lo:+.1f}% .. {p99_hi:+.1f}%), p50 {delta.p50_pct:+.1f}% ({median})")
+    else:
+        line = f"{words[result.verdict]}: {change}"
+    if not tail.settled:
+        why = (f"only {tail.samples} samples a side, {tail.min_samples} needed" if tail.samples < tail.min_samples
+               else f"its change CI {p99_lo:+.1f}% .. {p99_hi:+.1f}% spans the ±{tail.noise_floor_pct:g}% floor")
+        line += f"; p99 not settled ({why}: raise --budget)"
+    return line
 
 
 def load_evidence(folder: RunFolder) -> dict[str, dict]:
@@ -97,6 +112,8 @@ def _drift_section(folder: RunFolder, drift: dict, samples: pd.DataFrame, seed: 
     sizes = folder.request_sizes()
     if drift.get("identical"):
         tie = {"status": "unavailable", "reason": "both versions replayed the same requests"}
+    elif samples.empty:
+        tie = {"status": "unavailable", "reason": "no benchmark samples (--no-benchmark)"}
     elif sizes is not None:
         tie = tie_to_latency(samples, sizes, drift.get("drifted"), seed=seed)
     else:
@@ -131,7 +148,12 @@ def outcome(folder: RunFolder) -> Outcome:
     attribution = attribute(crossed, unavailable, seed=seed)
     if identical:
         attribution["note"] = "both versions replayed the same requests: the input effect is zero by design"
-    return Outcome(stats.verdict(delta), delta, Attribution.from_dict(attribution), cells)
+    median = stats.verdict(delta)
+    n = min(len(cells[OO]), len(cells[NN]))
+    tail = Tail(stats.tail_verdict(delta, n), median, n, stats.MIN_TAIL_SAMPLES, stats.TAIL_NOISE_FLOOR_PCT,
+                stats.TAIL_EQUIVALENCE_PCT)
+    verdict, kind = stats.overall_verdict(median, tail.verdict)
+    return Outcome(verdict, delta, Attribution.from_dict(attribution), cells, tail, kind)
 
 
 def _environment_warnings(folder: RunFolder, env: dict, allow_env_mismatch: bool) -> tuple[list[str], list[str]]:
@@ -163,8 +185,43 @@ def _incomplete_warnings(folder: RunFolder, reason: str | None) -> list[str]:
     return [f"the run was interrupted ({reason}); missing evidence: {', '.join(missing) or 'none'}"]
 
 
+def _measurement_warnings(folder: RunFolder, evidence: dict[str, dict], run: dict, result: Outcome | None,
+                          samples: pd.DataFrame) -> list[str]:
+    """What a reader must know about how the lab figures were taken: throttled, shared cores, another device,
+    inputs cast, noisy samples."""
+    warnings = []
+    for side in SIDES:
+        entry = evidence["versions"][side]
+        if entry.get("replayed_on", entry["serving"]["device"]) != entry["serving"]["device"]:
+            warnings.append(f"{run[side]} is served on {entry['serving']['device']} but was replayed on "
+                            f"{entry['replayed_on']} (no {entry['serving']['device']} device here): its lab figures are "
+                            "not production's; the change between versions and the recorded signals still hold")
+    if result is None:
+        return warnings
+    cgroup = evidence["cgroup"]
+    if cgroup.get("status") == "ok" and (cgroup["data"].get("throttled_ratio") or 0) > THROTTLED_BENCHMARK:
+        warnings.append(f"the benchmark itself ran CPU-throttled ({cgroup['summary'][0]}): latencies are inflated on both "
+                        "sides alike (cells interleave), so the comparison holds but absolute figures do not")
+    host = evidence["host"]
+    if host.get("status") == "ok" and host["data"].get("contended"):
+        warnings.append(f"the benchmark shared the CPU: {host['summary'][0]}; cells interleave, so the comparison "
+                        "holds for versions with the same threads, but a thread change measures the contention")
+    for side, cast in (evidence["benchmark"].get("input_casts") or {}).items():
+        warnings.append(f"{run[side]} refused its requests in the logged dtype, so they were replayed cast ({cast}), as "
+                        "its server must cast them; a log in the served dtype would make this figure exact")
+    sizes = {key: group["input_elements"].to_numpy() for key, group in samples.groupby("cell")}
+    return warnings + stats.noise_warnings(result.cells[OO], result.cells[NN], old_sizes=sizes[OO], new_sizes=sizes[NN])
+
+
+def measured(folder: RunFolder) -> bool:
+    """Whether the compare replayed the versions at all (`--no-benchmark` diagnoses from the signals alone)."""
+    return folder.evidence("benchmark", required=True).get("status") != "skipped"
+
+
 def analyze(run_dir: Path | RunFolder, allow_env_mismatch: bool = False) -> Report:
-    """Build the Report from the run folder; an interrupted one (samples saved) is reported with `incomplete` set."""
+    """Build the Report from the run folder; an interrupted one (samples saved) is reported with `incomplete` set.
+    A run without a benchmark (`--no-benchmark`) has verdict `not_measured`, no latency and no attribution, and its
+    causes ranked from the signals and the request logs."""
     folder = run_dir if isinstance(run_dir, RunFolder) else RunFolder(run_dir)
     folder.check_complete()
     run = folder.run()
@@ -175,27 +232,18 @@ def analyze(run_dir: Path | RunFolder, allow_env_mismatch: bool = False) -> Repo
     env_diff, warnings = _environment_warnings(folder, evidence["environment"], allow_env_mismatch)
     warnings = _incomplete_warnings(folder, incomplete) + warnings
 
-    result = outcome(folder)
-    old, new = result.cells[OO], result.cells[NN]
+    result = outcome(folder) if measured(folder) else None
     seed = int(run.get("seed", 0))
-    latency = Latency(old=Measurement(old), new=Measurement(new), delta=result.delta,
-                      noise_floor_pct=stats.NOISE_FLOOR_PCT, alpha=stats.ALPHA)
-    cgroup = evidence["cgroup"]
-    if cgroup.get("status") == "ok" and (cgroup["data"].get("throttled_ratio") or 0) > THROTTLED_BENCHMARK:
-        warnings.append(f"the benchmark itself ran CPU-throttled ({cgroup['summary'][0]}): latencies are inflated on both "
-                        "sides alike (cells interleave), so the comparison holds but absolute figures do not")
-    host = evidence["host"]
-    if host.get("status") == "ok" and host["data"].get("contended"):
-        warnings.append(f"the benchmark shared the CPU: {host['summary'][0]}; cells interleave, so the comparison "
-                        "holds for versions with the same threads, but a thread change measures the contention")
-    sizes = {key: group["input_elements"].to_numpy() for key, group in samples.groupby("cell")}
-    warnings += stats.noise_warnings(old, new, old_sizes=sizes[OO], new_sizes=sizes[NN])
+    latency = result and Latency(old=Measurement(result.cells[OO]), new=Measurement(result.cells[NN]), delta=result.delta,
+                                 noise_floor_pct=stats.NOISE_FLOOR_PCT, alpha=stats.ALPHA, tail=result.tail)
+    warnings += _measurement_warnings(folder, evidence, run, result, samples)
 
     cells = _cell_summaries(samples)
     drift = _drift_section(folder, evidence["drift"], samples, seed)
     profile = _profile_section(evidence["profile"])
     ctx = Context(
-        verdict=result.verdict, delta=result.delta.to_dict(), attribution=result.attribution.to_dict(),
+        verdict=result.verdict if result else "not_measured", delta=result.delta.to_dict() if result else {},
+        attribution=result.attribution.to_dict() if result else {},
         versions=evidence["versions"], requests=evidence["requests"],
         cells={key: cell.to_dict() for key, cell in cells.items()}, environment_diff=env_diff,
         profile=profile and profile.to_dict(), drift=drift and drift.to_dict(),
@@ -205,16 +253,20 @@ def analyze(run_dir: Path | RunFolder, allow_env_mismatch: bool = False) -> Repo
     warnings += [f"cause rule {e.rule} failed ({e.error}); its causes are not ranked" for e in rule_errors]
 
     slo = evidence["versions"]["new"].get("slo", {})
-    slo_p99 = slo.get("p99_ms")
-    old_stats, new_stats = latency.old.stats, latency.new.stats
+    slo_p99 = slo.get("p99_ms") if latency else None
     benchmark = evidence["benchmark"]
+    if result is None:
+        summary = (f"{run['model']} {run['new']} vs {run['old']}: latency not measured here (--no-benchmark); "
+                   "the causes are ranked from the recorded signals and the request logs alone")
+    else:
+        summary = _summary_line(run["model"], run["old"], run["new"], result)
     return Report(
         tool={"name": "diagnose", "version": __version__},
         model=run["model"], old=run["old"], new=run["new"],
-        verdict=result.verdict,
-        summary=_summary_line(run["model"], run["old"], run["new"], result.verdict, result.delta),
+        verdict=result.verdict if result else "not_measured",
+        summary=summary,
         latency=latency,
-        attribution=result.attribution,
+        attribution=result and result.attribution,
         cells=cells,
         hypotheses=tuple(hypotheses),
         profile=profile,
@@ -222,12 +274,13 @@ def analyze(run_dir: Path | RunFolder, allow_env_mismatch: bool = False) -> Repo
         fix=fix_section(folder, slo, seed),
         evidence_sources={name: SourceStatus(e.get("status", "unknown"), e.get("reason"), e.get("source"))
                           for name, e in evidence.items()},
-        slo=Slo(p99_ms=slo_p99, old_within=bool(old_stats.p99_ms <= slo_p99) if slo_p99 else None,
-                new_within=bool(new_stats.p99_ms <= slo_p99) if slo_p99 else None),
+        slo=Slo(p99_ms=slo_p99, old_within=bool(latency.old.stats.p99_ms <= slo_p99) if slo_p99 else None,
+                new_within=bool(latency.new.stats.p99_ms <= slo_p99) if slo_p99 else None),
         warnings=tuple(warnings),
         run=RunInfo(dir=str(folder.path), started_at=run.get("started_at"), budget_s=run.get("budget_s"),
                     rounds=benchmark.get("rounds"), elapsed_s=benchmark.get("elapsed_s"), stopped=benchmark.get("stopped"),
                     registry=run.get("registry")),
         rule_errors=tuple(rule_errors),
         incomplete=incomplete,
+        regression_kind=result and result.regression_kind,
     )

@@ -22,6 +22,7 @@ COMPARE_EXAMPLES = """examples:
   diagnose compare --model recsys --old v1 --new v2 --budget 60
   diagnose compare --registry ./models --model textclf --old v1 --new v2 \\
       --new-requests logs/today.parquet --json > report.json
+  diagnose compare --old v1 --new v2 --signals signals/ --no-benchmark   # from production's signals alone
 """
 PROFILE_EXAMPLES = """examples:
   diagnose profile v2                                     # default model of the embedded registry
@@ -31,6 +32,8 @@ PROFILE_EXAMPLES = """examples:
 DIFF_EXAMPLES = """examples:
   diagnose diff-traces runs/RUN/profile/old-v1 runs/RUN/profile/new-v2
   diagnose diff-traces base.pt.trace.json.gz test.pt.trace.json.gz --json > diff.json
+  diagnose diff-traces control/ test/ --rank 3 --iterations 1009-1011   # rank 3's trace, ProfilerStep#1009-1011
+  diagnose diff-traces old.json.gz new.json.gz --iterations 1010 --new-iterations 57
 """
 COLLECT_EXAMPLES = """examples:
   diagnose collect v2 --out signals/                      # the manifest's deployment: cluster, GPU
@@ -139,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--seed", type=_count(0), default=0, help="seed for request order and bootstrap (default 0)")
     compare.add_argument("--no-factorial", action="store_true", help="measure only old/old and new/new (no attribution)")
     compare.add_argument("--no-profile", action="store_true", help="skip the profiler stage (no op-level diff)")
+    compare.add_argument("--no-benchmark", action="store_true",
+                         help="replay nothing here (no benchmark, profile or variants): rank the causes from the "
+                              "recorded signals and the request logs alone, e.g. for a GPU model on a laptop")
     compare.add_argument("--out", type=Path, help="run folder to write (default runs/<timestamp>-<model>-<old>-vs-<new>)")
     compare.add_argument("--allow-env-mismatch", action="store_true", help="compare sample sets from different environments")
     compare.add_argument("--signals", type=Path, metavar="DIR",
@@ -242,13 +248,21 @@ def build_parser() -> argparse.ArgumentParser:
     diff = commands.add_parser(
         "diff-traces", help="op-level diff of two profiler traces (files or folders)",
         description="Diff two PyTorch profiler (Kineto) traces, .json or .json.gz, recorded here or elsewhere: per "
-                    "operator, operator and shapes, module, and aligned call tree, ranked by contribution.",
+                    "operator, operator and shapes, module, aligned call tree, and region (record_function "
+                    "annotations, nccl:* collectives, the ProfilerStep), ranked by contribution.",
         epilog=DIFF_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     diff.add_argument("old", type=Path, metavar="OLD", help="baseline trace file, or a folder holding one trace")
     diff.add_argument("new", type=Path, metavar="NEW", help="changed trace file, or a folder holding one trace")
     diff.add_argument("--top", type=_count(1), default=15, help="rows per table (default 15)")
     diff.add_argument("--json", action="store_true", help="print the whole diff as JSON")
+    diff.add_argument("--iterations", metavar="STEPS",
+                      help="diff only these ProfilerStep#N steps, e.g. 1009-1011 or 1009,1010 (default: every step)")
+    diff.add_argument("--new-iterations", metavar="STEPS", help="the new trace's steps, when numbered otherwise "
+                      "(default: --iterations)")
+    diff.add_argument("--rank", type=_count(0), help="the rank to diff: its trace in a folder of per-rank traces "
+                      "(by distributedInfo.rank or a rank-N file name); a single file must record that rank")
+    diff.add_argument("--new-rank", type=_count(0), help="the new side's rank, when it differs (default: --rank)")
     diff.set_defaults(handler=_diff_traces)
     return parser
 
@@ -266,7 +280,8 @@ def _compare(args: argparse.Namespace) -> int:
     options = CompareOptions(
         old=args.old, new=args.new, model=args.model, registry=args.registry,
         old_requests=args.old_requests, new_requests=args.new_requests, budget_s=args.budget, seed=args.seed,
-        factorial=not args.no_factorial, profile=not args.no_profile, out=args.out, signals=args.signals,
+        factorial=not args.no_factorial, profile=not args.no_profile, benchmark=not args.no_benchmark,
+        out=args.out, signals=args.signals,
         prometheus=prometheus_access(args.prometheus, args.prometheus_auth),
         allow_env_mismatch=args.allow_env_mismatch, verify=args.verify,
         variants=tuple(args.variants) if args.variants else None, verify_budget_s=args.verify_budget,
@@ -339,7 +354,8 @@ def _drift(args: argparse.Namespace) -> int:
 def _diff_traces(args: argparse.Namespace) -> int:
     from diagnose.profiles import diff_command
 
-    sys.stdout.write(diff_command(args.old, args.new, args.top, args.json))
+    sys.stdout.write(diff_command(args.old, args.new, args.top, args.json, iterations=args.iterations, rank=args.rank,
+                                  new_iterations=args.new_iterations, new_rank=args.new_rank))
     return EXIT_OK
 
 
@@ -354,8 +370,28 @@ def _refuse_nul_bytes(parser: argparse.ArgumentParser, args: argparse.Namespace)
             raise UserError("must not contain a NUL byte", key=name)
 
 
+# ---- library output (issue 12): stderr holds the progress bars and the tool's own lines ----------------------------
+def _quiet_library_output() -> None:
+    """Before any library loads: transformers' logging to errors only, Hugging Face's progress bars ("Loading
+    weights") off, and warnings raised inside transformers / huggingface_hub (FutureWarnings, the TracerWarnings of
+    the embedded registry's first build) ignored. The profiler's and the exporters' C-level output is caught where
+    they run (`diagnose.core.quiet`). DIAGNOSE_LIBRARY_OUTPUT=1 leaves all of it on."""
+    from diagnose.core.quiet import library_output_shown
+
+    if library_output_shown():
+        return
+    import warnings
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    warnings.filterwarnings("ignore", module=r"(transformers|huggingface_hub)(\.|$)")
+# ---------------------------------------------------------------------------------------------------------------------
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models load from disk; never reach for a hub
+    _quiet_library_output()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

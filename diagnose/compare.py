@@ -35,6 +35,7 @@ class CompareOptions:
     seed: int = 0
     factorial: bool = True
     profile: bool = True
+    benchmark: bool = True  # False (--no-benchmark): no lab replay at all; the causes come from signals and logs
     out: Path | None = None
     runs_dir: Path = Path("runs")
     allow_env_mismatch: bool = False

@@ -10,6 +10,7 @@ evidence always gives the same ranking.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -274,6 +275,19 @@ def _kind_text(col: dict) -> str:
     return col["kind"] + ("/" + col["dtype"] if "dtype" in col else "")
 
 
+def _signature_change(ctx: Context) -> str | None:
+    """What the same (old) model was fed from each request log, when the dtypes differ: the benchmark's own view
+    of a schema change, which replays requests as logged."""
+    oo, on = ctx.cells.get("old_model/old_requests", {}), ctx.cells.get("old_model/new_requests", {})
+    old_sig, new_sig = oo.get("input_signature"), on.get("input_signature")
+    if not old_sig or not new_sig:
+        return None
+    dtypes = [re.findall(r"([a-z]+\d*)\[", sig) for sig in (old_sig, new_sig)]
+    if dtypes[0] == dtypes[1]:
+        return None
+    return f"the old model is fed {old_sig} from the old requests and {new_sig} from the new"
+
+
 def input_schema_change(ctx: Context) -> Hypothesis | None:
     """Column by column, from the drift stage (or, for older run folders, from the request logs' descriptions)."""
     broken = ctx.attribution.get("unavailable", {}).get("old_model/new_requests")
@@ -294,6 +308,9 @@ def input_schema_change(ctx: Context) -> Hypothesis | None:
         return None
     if broken:
         evidence.append(f"the old model cannot serve the new requests: {broken}")
+    measured = _signature_change(ctx)
+    if measured:
+        evidence.append(f"measured: {measured}; {ctx.effect_text('input')}")
     weight = max(ctx.share("input"), 0.6 if broken else 0.45 if expected else 0.2)
     columns = sorted({c["column"] for c in (ctx.drift or {}).get("schema_changes", []) + list(expected)})
     summary = "The request schema changed" + (f": {', '.join(columns[:5])}" if columns else "")

@@ -156,11 +156,15 @@ def _kubernetes_live(ctx: LiveContext) -> Evidence:
 
 
 def _prometheus_offline(folder: Path, deployment: dict) -> Evidence:
-    from collectors.prometheus import pod_regex_from_selector, read_offline
+    """The pods: `deployment.pod_regex`, else the selector's pods in the file's kube_pod_labels, else a guess
+    from `deployment.name` and the selector (collectors/prometheus_pods.py)."""
+    from collectors.prometheus import read_offline
 
+    name = deployment.get("name")
     return read_offline(folder / "metrics.om", parse_time(deployment.get("deployed_at")),
                         container=deployment.get("container"), namespace=deployment.get("namespace"),
-                        pod_regex=deployment.get("pod_regex") or pod_regex_from_selector(deployment.get("selector")))
+                        pod_regex=deployment.get("pod_regex") or None, selector=deployment.get("selector"),
+                        deployment_name=name if isinstance(name, str) and name else None)
 
 
 def _prometheus_live(ctx: LiveContext) -> Evidence:

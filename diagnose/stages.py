@@ -55,6 +55,7 @@ def _version_evidence(manifest: Manifest, loaded, requests_path: Path) -> dict:
         "requests": str(requests_path),
         "requests_sha256": _sha256(requests_path),
         "serving": manifest.to_dict()["serving"],
+        "replayed_on": loaded.manifest.serving.device,  # "cpu" for a cuda version on a machine without a GPU
         "slo": dict(manifest.slo),
         "deployment": manifest.deployment,
     }
@@ -90,7 +91,7 @@ def load(plan: Plan, folder: RunFolder) -> None:
     })
     machine = environment.capture()
     folder.write_evidence("environment", {
-        "status": "ok", **{side: environment.for_sample_set(machine, plan.manifests[side].serving) for side in SIDES},
+        "status": "ok", **{side: environment.for_sample_set(machine, plan.loaded[side].manifest.serving) for side in SIDES},
     })
 
 
@@ -107,12 +108,14 @@ def drift(plan: Plan, folder: RunFolder) -> None:
 
 
 def verdict_settled(frame) -> bool:
-    """Early-stop check on the samples so far: is the old-vs-new verdict settled?"""
+    """Early-stop check on the samples so far: are the old-vs-new verdicts of the median and of the p99 settled?
+    The p99 needs at least `stats.MIN_TAIL_SAMPLES` a side, so a compare never stops on the median alone."""
     old = frame.loc[frame["cell"] == OO, "latency_ms"].to_numpy()
     new = frame.loc[frame["cell"] == NN, "latency_ms"].to_numpy()
-    if len(old) < 20 or len(new) < 20:
+    if min(len(old), len(new)) < stats.MIN_TAIL_SAMPLES:
         return False
-    return stats.settled(stats.relative_change(old, new, n_boot=500))
+    delta = stats.relative_change(old, new, n_boot=500)
+    return stats.settled(delta) and stats.tail_settled(delta, min(len(old), len(new)))
 
 
 def benchmark(plan: Plan, folder: RunFolder) -> None:
@@ -122,9 +125,14 @@ def benchmark(plan: Plan, folder: RunFolder) -> None:
     from collectors.host_cpu import HostCpuSampler
     from diagnose.core.evidence import collect_safely
     from diagnose.signals import start_samplers, stop_samplers
-    from profilers.harness import BenchmarkPlan, Cell, run_benchmark
+    from profilers.harness import SAMPLE_DTYPES, BenchmarkPlan, Cell, run_benchmark
 
     opts = plan.opts
+    if not opts.benchmark:  # an empty sample set, so the folder reads as every other one
+        folder.write_samples(pd.DataFrame({c: pd.Series(dtype=t) for c, t in SAMPLE_DTYPES.items()}))
+        folder.write_evidence("benchmark", {"status": "skipped", "reason": "--no-benchmark: the versions were not "
+                                            "replayed here; the diagnosis rests on the signals and request logs"})
+        return
     cells = [Cell("old", "old"), Cell("new", "new")]
     if opts.factorial and not plan.identical:
         cells += [Cell("new", "old"), Cell("old", "new")]
@@ -149,6 +157,9 @@ def benchmark(plan: Plan, folder: RunFolder) -> None:
         "status": "ok", "cells": [c.key for c in cells], "unavailable": result.unavailable,
         "rounds": result.rounds, "elapsed_s": round(result.elapsed_s, 3), "stopped": result.stopped,
         "budget_s": opts.budget_s, "warmup_batches": bench.warmup_batches, "timer": "time.perf_counter_ns",
+        "block": result.block, "settle_ms": result.settle_ms,
+        # a version that refused its inputs in the logged float dtype was fed them cast, as its server must cast
+        "input_casts": {side: plan.loaded[side].input_cast for side in SIDES if plan.loaded[side].input_cast},
         "capped_batches": result.capped_batches,
     })
 
@@ -156,7 +167,7 @@ def benchmark(plan: Plan, folder: RunFolder) -> None:
 def profile(plan: Plan, folder: RunFolder) -> None:
     """torch.profiler traces of both versions on the same requests, diffed op by op (after the benchmark, so the
     profiler's overhead never touches a latency figure)."""
-    if not plan.opts.profile:
+    if not (plan.opts.profile and plan.opts.benchmark):  # the profile is a replay too
         return
     from profilers.profiling import profile_pair
 
@@ -172,7 +183,7 @@ def verify(plan: Plan, folder: RunFolder) -> None:
     from diagnose.verify import COMPARE_VARIANTS, measure_variants, model_side_leads
 
     opts = plan.opts
-    if opts.verify is False:
+    if opts.verify is False or not opts.benchmark:
         return
     if opts.verify is None:
         result = outcome(folder)

@@ -47,7 +47,7 @@ def _outputs(version, frames: list[pd.DataFrame]) -> list:
     import torch
 
     with torch.inference_mode():
-        return [version.model(*version.prepare(frame)) for frame in frames]
+        return [version(version.prepare(frame)) for frame in frames]  # as timed: a refused dtype is cast
 
 
 def config_variants(base, old) -> list[tuple[str, object, dict]]:
@@ -163,6 +163,20 @@ def _pareto(rows: list[dict]) -> None:
         )
 
 
+def _runs_as(entry: dict, threads: int | None) -> str:
+    """How a variant was timed, which is how it would be deployed: its runtime, threads and session options."""
+    details = entry.get("details") or {}
+    if entry["family"] == "onnxruntime" and "intra_op_num_threads" in details:
+        spin = "pools spin" if details.get("allow_spinning", True) else "no spinning"
+        extra = ", ".join(f"{k.removeprefix('session.')}={v}" for k, v in sorted((details.get("session_config") or {}).items())
+                          if "allow_spinning" not in k)
+        return (f"ORT {details['intra_op_num_threads']}x{details.get('inter_op_num_threads', 1)} threads "
+                f"{details.get('execution_mode', 'sequential')}, {spin}" + (f", {extra}" if extra else ""))
+    if entry["family"] == "config":
+        return details.get("change", "config")
+    return f"torch, {threads} threads" if threads else "torch"
+
+
 def fix_section(folder: RunFolder, slo: dict, seed: int = 0) -> FixSection | None:
     """The `fix` section of report.json: per-variant latency and accuracy, the Pareto front, the verdict."""
     if not folder.has_evidence("variants"):
@@ -199,6 +213,7 @@ def fix_section(folder: RunFolder, slo: dict, seed: int = 0) -> FixSection | Non
             "accuracy": accuracy, "accuracy_drop": round(max(0.0, drop), 6), "accuracy_ok": ok, "accuracy_note": why,
             "meets_slo": None if not limits["p99_ms"] else bool(side.p99_ms <= limits["p99_ms"]),
             "build_s": entry.get("build_s"), "cached": entry.get("cached"), "details": entry.get("details", {}),
+            "runs_as": _runs_as(entry, evidence.get("threads")),
         }
         if old is not None:
             vs_old = stats.relative_change(old, x, seed=seed, n_boot=1000)

@@ -1,8 +1,18 @@
 """The benchmark harness: per-request latency of every cell, interleaved so machine drift hits all alike.
 
 A cell is one model version fed one request set. Each round visits every cell once in a fresh random order
-and times one batch (preprocess + model call) with `perf_counter_ns`, threads fixed to the version's
-serving setting, the garbage collector paused (collected once a second, outside the timed regions).
+and times a block of consecutive batches (preprocess + model call) with `perf_counter_ns`, threads fixed to
+the version's serving setting, the garbage collector paused (collected once a second, outside the timed
+regions).
+
+Runtimes are timed as they serve: an ONNX Runtime session keeps its pool threads spinning after a run, as
+ORT does by default, and torch's OpenMP threads spin too. Fairness between cells is kept outside the timed
+region instead: before a cell's block the harness waits, untimed, until the process's CPU use has dropped
+(the previous cell's pools have stopped spinning, `settle`), and a block runs several batches back to back
+(a served process under load sees consecutive requests) so the wait is paid once per block, not per batch.
+The block holds as many batches as fit in `block_s` for the slowest cell (1 to `max_block`), the same for
+every cell, so every cell gets the same number of samples.
+
 The loop ends at the time budget (run over, up to 4x, until at least 20 rounds ran), or earlier once the
 caller's `settled` check says more samples would not change the verdict. The 4x is a hard cap from the
 start of the warm-up: it is checked before every batch, warm-up included, so a slow model cannot hold a
@@ -24,10 +34,12 @@ import pandas as pd
 from diagnose.core.errors import CellUnavailable, first_line
 from profilers.runners import LoadedVersion, input_elements, input_signature
 
-SAMPLE_COLUMNS = [
-    "cell", "model", "requests", "round", "t_s", "request_index", "batch_size",
-    "latency_ms", "preprocess_ms", "infer_ms", "input_elements", "input_signature",
-]
+SAMPLE_DTYPES = {
+    "cell": "object", "model": "object", "requests": "object", "round": "int64", "t_s": "float64",
+    "request_index": "int64", "batch_size": "int64", "latency_ms": "float64", "preprocess_ms": "float64",
+    "infer_ms": "float64", "input_elements": "int64", "input_signature": "object",
+}
+SAMPLE_COLUMNS = list(SAMPLE_DTYPES)
 
 
 @dataclass(frozen=True)
@@ -45,11 +57,14 @@ class BenchmarkPlan:
     cells: tuple[Cell, ...]
     budget_s: float = 30.0
     warmup_batches: int = 5
-    min_rounds: int = 100  # no early stop before this: a p99 needs about 100 samples to mean anything
+    min_samples: int = 100  # per cell: no early stop before this (the caller's check asks more of a p99)
     floor_rounds: int = 20  # the budget may run over (up to max_overrun times) until this many rounds ran
     max_overrun: float = 4.0
     check_every_s: float = 1.0
     seed: int = 0
+    block_s: float = 0.02  # a block of batches per cell visit lasts about this long for the slowest cell
+    max_block: int = 8  # short blocks: a burst of machine noise should not land on one cell's samples only
+    settle_s: float = 0.1  # the most the harness waits, untimed, for the previous cell's threads to go idle
 
 
 @dataclass
@@ -59,8 +74,23 @@ class BenchmarkResult:
     rounds: int = 0
     elapsed_s: float = 0.0
     stopped: str = "budget"
+    block: int = 1  # batches per cell visit
+    settle_ms: dict[str, float] = field(default_factory=dict)  # the untimed waits between cells: median and max
     # cells whose serving.batch_size exceeds their request log: {cell key: {"batch_size", "effective_batch_size"}}
     capped_batches: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+def settle(max_s: float, busy_share: float = 0.2, window_s: float = 0.001) -> float:
+    """Wait until this process's threads (all of them: ORT pools, torch's OpenMP team) use under `busy_share` of a
+    core over a `window_s` window, or `max_s` passed; return the seconds waited. A pool that spins after its run
+    would otherwise steal the next cell's cores inside its timed region."""
+    start = time.perf_counter()
+    while True:
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        time.sleep(window_s)
+        wall1 = time.perf_counter()
+        if (time.process_time() - cpu0) < busy_share * (wall1 - wall0) or wall1 - start >= max_s:
+            return wall1 - start
 
 
 class _CellRunner:
@@ -74,6 +104,7 @@ class _CellRunner:
         self.order = rng.permutation(len(requests))
         self.rng = rng
         self.pos = 0
+        self.last_ms = 0.0  # the latest warm-up batch: what sizes the blocks
 
     def next_rows(self) -> np.ndarray:
         if self.pos + self.batch > len(self.order):
@@ -105,7 +136,7 @@ class _CellRunner:
             for i in range(batches):
                 if i and time.perf_counter() >= hard_stop:
                     break
-                self.measure()
+                self.last_ms = self.measure()[2]
         except CellUnavailable:
             raise
         except Exception as exc:
@@ -135,7 +166,9 @@ def run_benchmark(
             continue
         runners.append(runner)
 
+    block = max(1, min(plan.max_block, int(plan.block_s * 1e3 / max([r.last_ms for r in runners] + [1e-3]))))
     rows: list[tuple] = []
+    waits: list[float] = []
     gc_was_enabled = gc.isenabled()
     gc.collect()
     gc.disable()
@@ -150,17 +183,22 @@ def run_benchmark(
                 break  # a slow model on a busy machine still gets enough rounds to judge, within a bound
             done, cut_short = len(rows), False
             for index in rng.permutation(len(runners)):
-                if time.perf_counter() >= hard_stop:  # checked per batch: a slow model cannot hold a round open
-                    cut_short = True
-                    break
                 runner = runners[index]
-                picked, inputs, total, pre, infer = runner.measure()
-                rows.append((
-                    runner.cell.key, runner.cell.model, runner.cell.requests, rounds, time.perf_counter() - start,
-                    int(picked[0]), len(picked), total, pre, infer, input_elements(inputs), input_signature(inputs),
-                ))
+                if len(runners) > 1:
+                    waits.append(settle(plan.settle_s))  # untimed: the previous cell's threads go idle first
+                for _ in range(block):
+                    if time.perf_counter() >= hard_stop:  # checked per batch: a slow model cannot hold a round open
+                        cut_short = True
+                        break
+                    picked, inputs, total, pre, infer = runner.measure()
+                    rows.append((
+                        runner.cell.key, runner.cell.model, runner.cell.requests, rounds, time.perf_counter() - start,
+                        int(picked[0]), len(picked), total, pre, infer, input_elements(inputs), input_signature(inputs),
+                    ))
+                if cut_short:
+                    break
             if cut_short:
-                del rows[done:]  # the round's first cells would otherwise be one sample ahead of the rest
+                del rows[done:]  # the round's first cells would otherwise be a block ahead of the rest
                 break
             rounds += 1
             now = time.perf_counter()
@@ -169,7 +207,7 @@ def run_benchmark(
                 last_check = now = time.perf_counter()
                 if on_progress:
                     on_progress(now - start, f"{rounds} rounds")
-                if settled and rounds >= plan.min_rounds and settled(pd.DataFrame(rows, columns=SAMPLE_COLUMNS)):
+                if settled and rounds * block >= plan.min_samples and settled(pd.DataFrame(rows, columns=SAMPLE_COLUMNS)):
                     stopped = f"settled after {rounds} rounds"
                     break
     finally:
@@ -178,4 +216,6 @@ def run_benchmark(
     if stopped == "budget" and rounds < plan.floor_rounds and runners:
         stopped = f"hard cap ({plan.max_overrun:g}x the budget) after {rounds} rounds"
     elapsed = time.perf_counter() - start
-    return BenchmarkResult(pd.DataFrame(rows, columns=SAMPLE_COLUMNS), unavailable, rounds, elapsed, stopped, capped)
+    settle_ms = {"median": round(1e3 * float(np.median(waits)), 3), "max": round(1e3 * max(waits), 3)} if waits else {}
+    return BenchmarkResult(pd.DataFrame(rows, columns=SAMPLE_COLUMNS), unavailable, rounds, elapsed, stopped, block,
+                           settle_ms, capped)

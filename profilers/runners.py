@@ -6,6 +6,7 @@ own preprocessing, because the preprocessing belongs to the version (it changes 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import sys
@@ -17,6 +18,8 @@ import pandas as pd
 
 from diagnose.core.errors import CellUnavailable, UserError, first_line
 from diagnose.core.manifest import Manifest
+from diagnose.core.quiet import quiet_libraries
+from diagnose.core.requestlog import LOGGED_DTYPES
 from profilers.dtypes import ONNX_NUMPY_DTYPES, SERVING_DTYPES
 from profilers.ort_session import session_options
 
@@ -69,20 +72,28 @@ def _pad_stack(cells: list) -> np.ndarray:
 
 
 def collate(frame: pd.DataFrame) -> tuple:
-    """Default batching with no preprocess: one tensor per column, in column order."""
+    """Default batching with no preprocess: one tensor per column, in column order, in the dtype the log holds.
+
+    Production feeds the model what the client sent: a client that starts sending float64 features makes a
+    model that computes in its input's dtype slower, and a replay cast to float32 would hide it. A log with no
+    dtypes of its own (CSV: `LOGGED_DTYPES` is False in the frame's attrs) is batched as float32 and int64.
+    """
     import torch
 
+    logged = frame.attrs.get(LOGGED_DTYPES, True)
     tensors = []
     for column in frame.columns:
-        values = frame[column].tolist()
-        if isinstance(values[0], str):
+        series = frame[column]
+        first = series.iloc[0]
+        if isinstance(first, str):
             raise CellUnavailable(f"column {column!r} holds text, and the model has no preprocess to encode it")
-        array = _pad_stack(values) if isinstance(values[0], (list, tuple, np.ndarray)) else np.asarray(values)
-        if array.dtype.kind == "f":
+        array = _pad_stack(series.tolist()) if isinstance(first, (list, tuple, np.ndarray)) else series.to_numpy()
+        if not logged and array.dtype.kind == "f":
             array = array.astype(np.float32)
-        elif array.dtype.kind in "iub":
+        elif not logged and array.dtype.kind in "iu":
             array = array.astype(np.int64)
-        tensors.append(torch.from_numpy(np.ascontiguousarray(array)))
+        array = np.ascontiguousarray(array)
+        tensors.append(torch.from_numpy(array if array.flags.writeable else array.copy()))  # torch refuses read-only
     return tuple(tensors)
 
 
@@ -105,12 +116,24 @@ class LoadedVersion:
     # what the artifact declares of each input: [{"name", "dtype", "shape" (None for a dynamic dim)}], or None when
     # the format declares nothing (TorchScript, python)
     input_spec: list[dict] | None = None
+    # set when the model refused its inputs in the logged float dtype and the replay casts them, as the server that
+    # serves it must: "float64 -> float32"; None while inputs go in as logged
+    input_cast: str | None = None
 
     def prepare(self, frame: pd.DataFrame) -> tuple:
-        """Requests -> model inputs, on the serving device and in the serving precision."""
+        """Requests -> model inputs on the serving device, in the dtype they were logged in (or the serving precision
+        where `serving.cast_inputs` says the server casts them)."""
         raw = self.preprocess(frame) if self.preprocess else collate(frame)
         inputs = _as_tuple(raw)
         return tuple(self._place(x) for x in inputs)
+
+    def _float_dtype(self):
+        """The float dtype inputs are cast to: the serving precision's where the manifest (or the model) asks."""
+        import torch
+
+        if self.input_cast is None and not self.manifest.serving.cast_inputs:
+            return None
+        return getattr(torch, SERVING_DTYPES.get(self.manifest.serving.precision, "float32"))
 
     def _place(self, value):
         import torch
@@ -120,15 +143,34 @@ class LoadedVersion:
         if isinstance(value, torch.Tensor):
             if self.manifest.serving.device == "cuda":
                 value = value.to("cuda", non_blocking=False)
-            dtype = SERVING_DTYPES.get(self.manifest.serving.precision)
-            if dtype and value.is_floating_point():
-                value = value.to(getattr(torch, dtype))
+            dtype = self._float_dtype()
+            if dtype is not None and value.is_floating_point() and value.dtype != dtype:
+                value = value.to(dtype)
         return value
 
     def __call__(self, inputs: tuple):
-        out = self.model(*inputs)
+        try:
+            out = self.model(*inputs)
+        except RuntimeError:
+            retry = self._cast_after_refusal(inputs)
+            if retry is None:
+                raise
+            out = self.model(*retry)
         self.sync()
         return out
+
+    def _cast_after_refusal(self, inputs: tuple) -> tuple | None:
+        """The model raised on float inputs in a dtype other than the one it is served in: a server could not have
+        fed it those either, so it casts. Cast from now on (recorded in `input_cast`); None when that is not it."""
+        import torch
+
+        target = getattr(torch, SERVING_DTYPES.get(self.manifest.serving.precision, "float32"))
+        floats = {x.dtype for x in inputs if isinstance(x, torch.Tensor) and x.is_floating_point()}
+        if self.input_cast is not None or not floats - {target}:
+            return None
+        names = ", ".join(sorted(str(d).replace("torch.", "") for d in floats - {target}))
+        self.input_cast = f"{names} -> {str(target).replace('torch.', '')}"
+        return tuple(self._place(x) for x in inputs)
 
 
 def input_elements(inputs: tuple) -> int:
@@ -160,13 +202,17 @@ def _load_onnx(manifest: Manifest):
         import onnxruntime as ort
     except ImportError:
         raise UserError("format 'onnx' needs onnxruntime: pip install 'diagnose[onnx]'", manifest.path, "format") from None
-    options = session_options(manifest.serving.threads)  # no spinning: the old and new versions interleave on the same cores
+    options = session_options(manifest.serving.threads, config=manifest.serving.ort_session_config)  # as served
     providers = ["CUDAExecutionProvider"] if manifest.serving.device == "cuda" else ["CPUExecutionProvider"]
     session = ort.InferenceSession(str(manifest.artifact_path), options, providers=providers)
-    names = [i.name for i in session.get_inputs()]
+    # a server feeds the session its declared types: a request logged in another dtype is converted, in the timed call
+    declared = [(i.name, ONNX_NUMPY_DTYPES.get(i.type)) for i in session.get_inputs()]
 
     def run(*inputs):
-        feed = {n: (x.cpu().numpy() if hasattr(x, "cpu") else np.asarray(x)) for n, x in zip(names, inputs, strict=False)}
+        feed = {}
+        for (name, dtype), x in zip(declared, inputs, strict=False):
+            array = x.cpu().numpy() if hasattr(x, "cpu") else np.asarray(x)
+            feed[name] = array if dtype is None or array.dtype == dtype else array.astype(dtype)
         return session.run(None, feed)
 
     spec = [{"name": i.name, "dtype": np.dtype(ONNX_NUMPY_DTYPES[i.type]).name if i.type in ONNX_NUMPY_DTYPES else i.type,
@@ -188,17 +234,21 @@ def _exported_spec(module) -> list[dict] | None:
 
 
 def load_version(manifest: Manifest) -> LoadedVersion:
-    """Load artifact and preprocess; a file that does not load is the user's to fix (exit 2)."""
+    """Load artifact and preprocess; a file that does not load is the user's to fix (exit 2). A version served on
+    cuda loads on CPU where there is no CUDA device: its `manifest.serving.device` is then the replay's, "cpu"."""
     import torch
 
     if manifest.serving.device == "cuda" and not torch.cuda.is_available():
-        raise UserError("is 'cuda' but no CUDA device is available on this machine", manifest.path, "serving.device")
-    preprocess = import_from_version(manifest, manifest.preprocess, "inputs.preprocess") if manifest.preprocess else None
+        # The on-call laptop has no GPU, the production signals do: replay on CPU, and say so (`replayed_on`)
+        manifest = dataclasses.replace(manifest, serving=dataclasses.replace(manifest.serving, device="cpu"))
+    with quiet_libraries():  # libraries' warnings, logging and bars while a version loads are not the tool's words
+        preprocess = import_from_version(manifest, manifest.preprocess, "inputs.preprocess") if manifest.preprocess else None
     if manifest.format == "onnx":
         model, spec = _load_onnx(manifest)
         return LoadedVersion(manifest, model, preprocess, None, manifest.artifact_path.stat().st_size, lambda: None, spec)
     try:
-        model = _load_torch(manifest)
+        with quiet_libraries():
+            model = _load_torch(manifest)
     except UserError:
         raise
     except Exception as exc:

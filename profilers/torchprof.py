@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from diagnose.core.quiet import FdCapture, kineto_noise
 from profilers.runners import LoadedVersion
 
 MODULE_PREFIX = "module::"
@@ -53,6 +54,18 @@ def module_annotations(model):
             handle.remove()
 
 
+@contextmanager
+def _entered(prof, capture: FdCapture):
+    """`with prof:`, its start and stop inside `capture`."""
+    with capture:
+        prof.__enter__()
+    try:
+        yield prof
+    finally:
+        with capture:
+            prof.__exit__(None, None, None)
+
+
 def profile_version(version: LoadedVersion, requests: pd.DataFrame, logdir: Path, label: str,
                     steps: int = 5, warmup: int = 2, seed: int = 0) -> Path:
     """Run `warmup + steps` batches of `requests` under the profiler; return the trace file written."""
@@ -69,14 +82,17 @@ def profile_version(version: LoadedVersion, requests: pd.DataFrame, logdir: Path
                            random_state=seed)
     torch.set_num_threads(version.manifest.serving.threads)
     handler = tensorboard_trace_handler(str(out), worker_name=label, use_gzip=True)
-    with torch.inference_mode(), module_annotations(version.model), profile(
+    prof = profile(
         activities=activities, schedule=schedule(wait=0, warmup=warmup, active=steps, repeat=1),
         on_trace_ready=handler, record_shapes=True, with_modules=True, with_flops=True, profile_memory=True,
-    ) as prof:
+    )
+    kineto = FdCapture(kineto_noise)  # Kineto writes "USDT: ... profiler_start/stop" to fd 2 when the trace starts, stops
+    with torch.inference_mode(), module_annotations(version.model), _entered(prof, kineto):
         for i in range(warmup + steps):
             frame = rows.iloc[i * batch:(i + 1) * batch]
             version(version.prepare(frame))
-            prof.step()
+            with kineto:  # the schedule starts and stops the trace inside step(); the model's calls stay outside
+                prof.step()
     traces = sorted(out.glob("*.pt.trace.json.gz"))
     if not traces:
         raise RuntimeError(f"torch.profiler wrote no trace into {out}")

@@ -7,6 +7,8 @@ naming the file, so the CLI prints one line and the user never needs a traceback
 from __future__ import annotations
 
 import gzip
+import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,10 @@ from diagnose.core.errors import UserError
 from profilers.json_scan import MAX_DEPTH, scan
 
 _TRACE_SUFFIXES = (".json", ".json.gz")
+_RANK_IN_NAME = re.compile(r"(?:^|[^a-z0-9])rank[-_]?(\d+)(?![0-9])", re.IGNORECASE)
+_DIST_INFO = re.compile(rb'"distributedInfo"\s*:\s*')
+_EVENTS_KEY = b'"traceEvents"'
+_HEADER_BYTES = 4 << 20  # the most of a trace read to find its rank: Kineto writes the header (a few KB) first
 
 
 class TraceError(UserError):
@@ -32,6 +38,48 @@ def find_trace_files(path) -> list[Path]:
         raise TraceError("not a file or folder", path=p)
     found = [f for f in p.rglob("*") if f.is_file() and f.name.endswith(_TRACE_SUFFIXES)]
     return sorted(found)
+
+
+def rank_in_name(path) -> int | None:
+    """The rank a trace's file name gives, as per-rank profiles are named ("rank-3.Jul_15.pt.trace.json.gz",
+    "trace_rank_3.json"); None when the name holds none."""
+    m = _RANK_IN_NAME.search(Path(path).name)
+    return int(m.group(1)) if m else None
+
+
+def header_rank(path: Path) -> int | None:
+    """`distributedInfo.rank` from the top of a trace, read before the event array without parsing the events
+    (at most a few MiB of it); None when the header holds no rank there (no distributedInfo, or it comes after
+    the events: then only a full parse finds it). Never raises for a bad file: the parse will word that."""
+    try:
+        fh, raw, _ = open_trace(path, limit_depth=False)
+    except TraceError:
+        return None
+    try:
+        head = b""
+        while len(head) < _HEADER_BYTES:
+            chunk = fh.read(64 << 10)
+            if not chunk:
+                break
+            head += chunk
+            if _EVENTS_KEY in head:
+                break
+    except (OSError, EOFError):
+        return None
+    finally:
+        close_trace(fh, raw)
+    cut = head.find(_EVENTS_KEY)
+    m = _DIST_INFO.search(head, 0, cut if cut >= 0 else len(head))
+    if not m:
+        return None
+    try:
+        info, _ = json.JSONDecoder().raw_decode(head[m.end():].decode("utf-8", "replace"))
+    except ValueError:
+        return None
+    rank = info.get("rank") if isinstance(info, dict) else None
+    if type(rank) is int:
+        return rank
+    return int(rank) if isinstance(rank, str) and rank.strip().isdigit() else None
 
 
 def check_trace_file(path: Path) -> None:

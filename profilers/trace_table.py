@@ -46,9 +46,39 @@ class Trace:
     steps: pd.DataFrame = field(repr=False)
     metadata: dict = field(default_factory=dict)
 
+    def select_steps(self, wanted, key: str | None = None) -> Trace:
+        """This trace cut to the ProfilerStep#N windows numbered in `wanted` (HTA's iterations): the other steps
+        leave `steps`, and their events keep their rows (parents stay valid) with step -1, outside every step, as
+        events before the first step are. `metadata["selected_steps"]` lists the steps kept. TraceError (naming
+        `key`, the option that asked) when the trace has no ProfilerStep#N markers, or none of the wanted numbers."""
+        wanted = sorted({int(s) for s in wanted})
+        have = self.steps.loc[self.steps["name"] != "whole trace", "step"].tolist()
+        if not have:
+            raise TraceError("has no ProfilerStep#N markers, so no steps to pick", path=self.path, key=key)
+        keep = [s for s in have if s in set(wanted)]
+        if not keep:
+            raise TraceError(f"has no step {describe_steps(wanted)} (its steps: {describe_steps(have)})", path=self.path,
+                             key=key)
+        step = self.events["step"].to_numpy()
+        events = self.events.assign(step=np.where(np.isin(step, keep), step, -1))
+        steps = self.steps[self.steps["step"].isin(keep)].reset_index(drop=True)
+        return Trace(path=self.path, events=events, steps=steps, metadata={**self.metadata, "selected_steps": keep})
+
     def __repr__(self) -> str:  # the tables are too big to print
         return (f"Trace(path={self.path!r}, events={len(self.events)} rows, steps={len(self.steps)}, "
                 f"vendor={self.metadata.get('device_vendor')!r}, rank={self.metadata.get('rank')!r})")
+
+
+def describe_steps(steps) -> str:
+    """[1009, 1010, 1011, 1013] -> "1009-1011,1013": step numbers as the --iterations option spells them."""
+    steps = sorted(set(steps))
+    runs: list[list[int]] = []
+    for s in steps:
+        if runs and s == runs[-1][1] + 1:
+            runs[-1][1] = s
+        else:
+            runs.append([s, s])
+    return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def _vendor(devices: list[str], runtime_names: list[str], has_gpu_events: bool, gpu_backend: bool = False) -> str:

@@ -10,9 +10,13 @@ The diff is a set of small tables with consistent `old_` / `new_` / `delta_` col
   `module::<path>` annotations that `profilers.torchprof` adds for eager models);
 - `tree`: per call path from the step down ("module::encoder > aten::linear > aten::addmm"): the two call
   trees aligned by path, so a change under one module is charged to that module;
-- `kernels`: per GPU kernel, when the traces have any.
+- `kernels`: per GPU kernel, when the traces have any;
+- `regions`: per user annotation (`record_function` regions, `nccl:*` collectives, `## forward ##` markers) by
+  inclusive time, and the step itself: every `ProfilerStep#N` is one `ProfilerStep` region (one call per step),
+  never an operator.
 
-Rows are ranked by their contribution to the total change of CPU self time per step (`share`). `totals`
+Rows are ranked by their contribution to the total change of CPU self time per step (`share`; regions: of the
+step time), and each has a status: added, deleted, increased, decreased, unchanged (`_status`). `totals`
 sums up what the engine needs to tell more work (FLOPs, calls, input sizes) from slower work (about the
 same FLOPs, new ops) and from a precision change (low-precision dtypes replaced by fp32).
 """
@@ -33,6 +37,11 @@ from profilers.traces import Trace
 LOW_PRECISION = ("c10::Half", "c10::BFloat16", "signed char", "unsigned char", "c10::qint8", "c10::quint8", "c10::Float8")
 COPY_OPS = ("aten::to", "aten::_to_copy", "aten::copy_", "aten::contiguous", "aten::clone")
 _TS_SEGMENT = re.compile(r"^(?:[A-Za-z_]\w*\.)?([^.(]+)\(")
+_STEP_NAME = re.compile(r"^ProfilerStep#\d+$")
+STEP_REGION = "ProfilerStep"
+COLLECTIVE_PREFIXES = ("nccl:", "rccl:", "gloo:", "ucc:", "mpi:", "record_param_comms")
+GPU_SUFFIX = " [gpu]"  # a region's GPU-side span (gpu_user_annotation), beside its CPU-side one
+UNCHANGED_WITHIN = 0.05  # a row whose time moved by at most this fraction (and whose calls did not) is unchanged
 
 
 def torchscript_module_path(hierarchy: str) -> str:
@@ -168,10 +177,30 @@ def _per_category(codes: np.ndarray, categories: list[str], fn, fill) -> np.ndar
     return values[np.where(codes >= 0, codes, len(categories))]
 
 
+def _step_markers(events: pd.DataFrame) -> np.ndarray:
+    """Rows named ProfilerStep#N (whatever their category): the step, not an operator."""
+    codes, names = _categories(events["name"])
+    return _per_category(codes, names, lambda n: bool(_STEP_NAME.match(n)), False).astype(bool)
+
+
+def _in_steps(frame: pd.DataFrame, trace: Trace) -> pd.DataFrame:
+    """The rows inside a profiled step; all of them when none is (a trace whose steps hold no such rows), unless
+    steps were picked (`Trace.select_steps`): then only the picked steps count."""
+    inside = frame["step"] >= 0
+    if "selected_steps" in trace.metadata or inside.any():
+        return frame[inside]
+    return frame
+
+
+def step_count(trace: Trace) -> int:
+    return max(1, int((trace.steps["name"] != "whole trace").sum()) or 1)
+
+
 def side_table(trace: Trace) -> tuple[pd.DataFrame, int]:
-    """The CPU ops of one trace with module, call path, FLOPs and size columns; and its number of steps."""
+    """The CPU ops of one trace with module, call path, FLOPs and size columns; and its number of steps.
+    ProfilerStep#N markers recorded as operators (older traces) are the step, not ops: left out."""
     events = trace.events.reset_index(drop=True)
-    cpu_rows = (events["cat"] == "cpu_op").to_numpy()
+    cpu_rows = (events["cat"] == "cpu_op").to_numpy() & ~_step_markers(events)
     module_path = _module_paths(events)[cpu_rows]
     call_path = _call_paths(events)[cpu_rows]
     cpu = events.loc[cpu_rows, ["name", "input_dims", "input_types", "dur_us", "self_us", "flops", "step"]].copy()
@@ -189,9 +218,48 @@ def side_table(trace: Trace) -> tuple[pd.DataFrame, int]:
     cpu["flops_est"] = np.where(np.isnan(given), estimated, given)
     type_codes, types = _categories(cpu["input_types"])
     cpu["low_precision"] = _per_category(type_codes, types, lambda t: any(p in t for p in LOW_PRECISION), False)
-    steps = max(1, int((trace.steps["name"] != "whole trace").sum()) or 1)
-    cpu = cpu[cpu["step"] >= 0] if (cpu["step"] >= 0).any() else cpu
-    return cpu.reset_index(drop=True), steps
+    return _in_steps(cpu, trace).reset_index(drop=True), step_count(trace)
+
+
+def region_frame(trace: Trace) -> pd.DataFrame:
+    """The regions of one trace, a row per event inside the profiled steps: key, kind, dur_us, self_us.
+
+    Regions are the user annotations (`record_function`, `nccl:*` collectives: kind "collective"; the others:
+    "annotation"), each ProfilerStep#N as the one "ProfilerStep" region (kind "step", also when it was recorded
+    as an operator), and the GPU-side spans of annotations as "<name> [gpu]" ("gpu ..." kinds). The
+    `module::<path>` annotations of eager models are the `modules` table's, not regions.
+    """
+    events = trace.events
+    marker = _step_markers(events)
+    cat = events["cat"]
+    rows = cat.isin(["annotation", "gpu_annotation"]).to_numpy() | (marker & (cat == "cpu_op").to_numpy())
+    sub = events.loc[rows, ["name", "cat", "dur_us", "self_us", "step"]].assign(marker=marker[rows])
+    sub = _in_steps(sub, trace)
+    name = sub["name"].astype(str)
+    sub = sub[~name.str.startswith(MODULE_PREFIX).to_numpy()]
+    name = sub["name"].astype(str)
+    step = sub["marker"].to_numpy()
+    gpu = (sub["cat"] == "gpu_annotation").to_numpy()
+    key = np.where(step, STEP_REGION, name.to_numpy(dtype=object))
+    kind = np.where(step, "step", np.where(name.str.startswith(COLLECTIVE_PREFIXES).to_numpy(), "collective", "annotation"))
+    key = np.where(gpu, key.astype(str) + GPU_SUFFIX, key).astype(str)
+    kind = np.where(gpu, "gpu " + kind.astype(object), kind).astype(str)
+    return pd.DataFrame({"key": key, "kind": kind, "dur_us": sub["dur_us"].to_numpy(),
+                         "self_us": sub["self_us"].to_numpy()})
+
+
+def _status(old_calls, new_calls, old_value, new_value) -> np.ndarray:
+    """HTA's categories of a diff row: added (only in new), deleted (only in old), else increased or decreased
+    when its time per step (the table's measure) moved by more than UNCHANGED_WITHIN of the larger side, or, the
+    time within that, when its calls per step moved; unchanged otherwise."""
+    old_calls, new_calls = np.asarray(old_calls, float), np.asarray(new_calls, float)
+    old_value, new_value = np.asarray(old_value, float), np.asarray(new_value, float)
+    delta = new_value - old_value
+    by_time = np.abs(delta) > UNCHANGED_WITHIN * np.maximum(np.abs(old_value), np.abs(new_value))
+    calls_moved = ~np.isclose(new_calls, old_calls, rtol=1e-9, atol=1e-12)
+    up = np.where(by_time, delta > 0, new_calls > old_calls)
+    return np.where(old_calls == 0, "added", np.where(new_calls == 0, "deleted", np.where(
+        ~(by_time | calls_moved), "unchanged", np.where(up, "increased", "decreased"))))
 
 
 def _aggregate(frame: pd.DataFrame, keys: list[str], steps: int) -> pd.DataFrame:
@@ -211,7 +279,7 @@ def _diff_table(old: pd.DataFrame, new: pd.DataFrame, total_delta_us: float, top
     joined["delta_total_us"] = joined["new_total_us"] - joined["old_total_us"]
     joined["delta_calls"] = joined["new_calls"] - joined["old_calls"]
     joined["share"] = joined["delta_self_us"] / total_delta_us if abs(total_delta_us) > 1e-9 else 0.0
-    joined["status"] = np.where(joined["old_calls"] == 0, "added", np.where(joined["new_calls"] == 0, "removed", "changed"))
+    joined["status"] = _status(joined["old_calls"], joined["new_calls"], joined["old_self_us"], joined["new_self_us"])
     ranked = joined.reindex(joined["delta_self_us"].abs().sort_values(ascending=False, kind="stable").index)
     rows = []
     for key, row in ranked.head(top).iterrows():
@@ -224,6 +292,51 @@ def _diff_table(old: pd.DataFrame, new: pd.DataFrame, total_delta_us: float, top
                      status=str(row["status"]))
         rows.append(entry)
     return rows
+
+
+def _region_aggregate(frame: pd.DataFrame, steps: int) -> pd.DataFrame:
+    grouped = frame.groupby("key", sort=False).agg(kind=("kind", "first"), calls=("dur_us", "size"),
+                                                   self_us=("self_us", "sum"), total_us=("dur_us", "sum"))
+    grouped[["calls", "self_us", "total_us"]] = grouped[["calls", "self_us", "total_us"]].astype(float) / steps
+    return grouped
+
+
+def _region_table(old: pd.DataFrame, new: pd.DataFrame, step_delta_us: float, top: int) -> list[dict]:
+    """Regions diffed by inclusive time per step; `share` is of the change of step time (regions nest, so the
+    shares of a table overlap and need not sum to 1)."""
+    kinds = old["kind"].combine_first(new["kind"]) if len(old) or len(new) else pd.Series(dtype=object)
+    numeric = ["calls", "self_us", "total_us"]
+    joined = old[numeric].add_prefix("old_").join(new[numeric].add_prefix("new_"), how="outer").fillna(0.0)
+    for column in numeric:
+        joined[f"delta_{column}"] = joined[f"new_{column}"] - joined[f"old_{column}"]
+    joined["status"] = _status(joined["old_calls"], joined["new_calls"], joined["old_total_us"], joined["new_total_us"])
+    ranked = joined.reindex(joined["delta_total_us"].abs().sort_values(ascending=False, kind="stable").index)
+    rows = []
+    for key, row in ranked.head(top).iterrows():
+        entry = {"key": str(key), "kind": str(kinds.get(key, "annotation"))}
+        for column in numeric:
+            entry[f"old_{column}"] = round(float(row[f"old_{column}"]), 3)
+            entry[f"new_{column}"] = round(float(row[f"new_{column}"]), 3)
+        for column in numeric:
+            entry[f"delta_{column}"] = round(float(row[f"delta_{column}"]), 3)
+        share = float(row["delta_total_us"]) / step_delta_us if abs(step_delta_us) > 1e-9 else 0.0
+        entry.update(share=round(share, 4), status=str(row["status"]))
+        rows.append(entry)
+    return rows
+
+
+def _region_findings(regions: list[dict], limit: int = 2) -> list[str]:
+    """Regions that exist on one side only (a collective gone, a new record_function block), in plain words."""
+    found = []
+    for row in regions:
+        if len(found) >= limit:
+            break
+        if row["kind"].endswith("step") or row["status"] not in ("added", "deleted"):
+            continue
+        side = "new" if row["status"] == "added" else "old"
+        found.append(f"region {row['key']} ({row['kind']}) {row['status']}: {row[f'{side}_calls']:g} calls/step, "
+                     f"{row[f'{side}_total_us'] / 1000:.3f} ms/step inclusive in {side} only")
+    return found
 
 
 def _module_rollup(frame: pd.DataFrame, steps: int) -> pd.DataFrame:
@@ -322,9 +435,7 @@ def diff_traces(old: Trace, new: Trace, top: int = 25) -> dict:
     }
     kernels = {}
     for label, trace, steps in (("old", old, old_steps), ("new", new, new_steps)):
-        gpu = trace.events[trace.events["cat"] == "kernel"]
-        if (gpu["step"] >= 0).any():
-            gpu = gpu[gpu["step"] >= 0]
+        gpu = _in_steps(trace.events[trace.events["cat"] == "kernel"], trace)
         kernels[label] = gpu.assign(name=gpu["name"].astype(str), self_us=gpu["dur_us"], flops_est=0.0).pipe(
             _aggregate, ["name"], steps) if len(gpu) else None
     if kernels["old"] is not None or kernels["new"] is not None:
@@ -333,7 +444,14 @@ def diff_traces(old: Trace, new: Trace, top: int = 25) -> dict:
         new_k = kernels["new"] if kernels["new"] is not None else empty
         tables["kernels"] = _diff_table(old_k, new_k, float(new_k["self_us"].sum() - old_k["self_us"].sum()), top)
 
+    old_step_us = float((old.steps["end_us"] - old.steps["start_us"]).mean())
+    new_step_us = float((new.steps["end_us"] - new.steps["start_us"]).mean())
+    old_regions = _region_aggregate(region_frame(old), old_steps)
+    new_regions = _region_aggregate(region_frame(new), new_steps)
+    tables["regions"] = _region_table(old_regions, new_regions, new_step_us - old_step_us, top)
+
     findings = _findings(old_ops, new_ops, old_steps, new_steps, tables, total_delta)
+    findings += _region_findings(tables["regions"])
 
     old_names, new_names = set(old_ops["name"]), set(new_ops["name"])
     added = sorted(new_names - old_names, key=lambda n: -new_ops.loc[new_ops["name"] == n, "self_us"].sum())
@@ -342,8 +460,8 @@ def diff_traces(old: Trace, new: Trace, top: int = 25) -> dict:
         "old_self_ms_per_step": round(old_self / 1000, 4),
         "new_self_ms_per_step": round(new_self / 1000, 4),
         "delta_self_ms_per_step": round(total_delta / 1000, 4),
-        "old_step_ms": round(float((old.steps["end_us"] - old.steps["start_us"]).mean()) / 1000, 4),
-        "new_step_ms": round(float((new.steps["end_us"] - new.steps["start_us"]).mean()) / 1000, 4),
+        "old_step_ms": round(old_step_us / 1000, 4),
+        "new_step_ms": round(new_step_us / 1000, 4),
         "old_flops_per_step": float(old_ops["flops_est"].sum() / old_steps),
         "new_flops_per_step": float(new_ops["flops_est"].sum() / new_steps),
         "old_calls_per_step": round(len(old_ops) / old_steps, 2),
@@ -357,9 +475,23 @@ def diff_traces(old: Trace, new: Trace, top: int = 25) -> dict:
         "old_precision": _dtype_mix(old_ops),
         "new_precision": _dtype_mix(new_ops),
         "steps": {"old": old_steps, "new": new_steps},
+        "iterations": {"old": _iterations(old), "new": _iterations(new)},
+        "regions_added": _only_in(new_regions, old_regions),
+        "regions_deleted": _only_in(old_regions, new_regions),
     }
     return {"totals": totals, "findings": findings, "tables": tables,
             "old": {"path": old.path, **_meta(old)}, "new": {"path": new.path, **_meta(new)}}
+
+
+def _only_in(side: pd.DataFrame, other: pd.DataFrame, limit: int = 10) -> list[str]:
+    """Keys of the regions of `side` that `other` lacks, largest inclusive time first."""
+    only = side.loc[~side.index.isin(other.index), "total_us"]
+    return [str(k) for k in only.sort_values(ascending=False, kind="stable").index[:limit]]
+
+
+def _iterations(trace: Trace) -> list[int]:
+    """The ProfilerStep#N numbers diffed (all of the trace's, or those picked); [] when the trace has none."""
+    return [int(s) for s in trace.steps.loc[trace.steps["name"] != "whole trace", "step"]]
 
 
 def _first_op_elements(frame: pd.DataFrame) -> float:

@@ -17,7 +17,6 @@ import hashlib
 import importlib.util
 import io
 import json
-import logging
 import os
 import re
 import shutil
@@ -32,7 +31,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from diagnose.core.quiet import every_line, quiet
 from profilers.dtypes import ONNX_NUMPY_DTYPES, SERVING_DTYPES
+from profilers.ort_session import describe as describe_session
 from profilers.ort_session import session_options
 from profilers.runners import LoadedVersion, input_signature
 
@@ -270,9 +271,7 @@ class _Context:
         dims = _dynamic_dims(self.samples)
         start = time.perf_counter()
         # The exporters print progress and, when torch.export fails, whole graphs: keep them off the user's terminal.
-        chatter = io.StringIO()
-        with warnings.catch_warnings(), torch.no_grad(), redirect_stdout(chatter), redirect_stderr(chatter):
-            warnings.simplefilter("ignore")
+        with torch.no_grad(), _quiet():
             if isinstance(model, torch.jit.ScriptModule):
                 exporter = "torchscript (torch.onnx.export dynamo=False)"
                 axes = {n: {d: f"{n}_dim{d}" for d in ds} for n, ds in zip(names, dims, strict=True) if ds}
@@ -349,12 +348,13 @@ class _Context:
 
 @contextmanager
 def _quiet():
-    """Silence ONNX Runtime's Python-side advice ("consider pre-processing ...") logged at warning level while it runs."""
-    logging.disable(logging.WARNING)
-    try:
+    """Keep a build step's chatter off the terminal: the exporters' progress lines and graphs, TracerWarnings,
+    torch.onnx's registry warnings, ONNX Runtime's quantizer and optimizer advice ("consider pre-processing ..."),
+    whether Python prints or logs it or C++ writes it to fd 1/2 (`diagnose.core.quiet`). What fails still raises,
+    and its reason goes into the variant's one line."""
+    chatter = io.StringIO()
+    with quiet(every_line, fds=(1, 2)), redirect_stdout(chatter), redirect_stderr(chatter):
         yield
-    finally:
-        logging.disable(logging.NOTSET)
 
 
 def _fresh_script_module(base: LoadedVersion):
@@ -409,7 +409,7 @@ def _providers(ctx: _Context) -> list[str]:
 def _session(ctx: _Context, path: Path, level: str, threads: int, parallel: bool = False, inter_op: int = 1):
     import onnxruntime as ort
 
-    options = session_options(threads, inter_op)
+    options = session_options(threads, inter_op, ctx.base.manifest.serving.ort_session_config)  # as served
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
     options.execution_mode = ort.ExecutionMode.ORT_PARALLEL if parallel else ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3  # errors only: the fusion chatter of a quantized graph is not news
@@ -461,10 +461,12 @@ def _verify(session, samples: list[tuple], reference: list) -> float:
     return worst
 
 
-def _ort_details(session, level: str, threads: int, parallel: bool = False, inter_op: int = 1) -> dict:
+def _ort_details(ctx: _Context, session, level: str, threads: int, parallel: bool = False, inter_op: int = 1) -> dict:
+    """The session options a variant was timed with, which are the ones it would be deployed with."""
+    options = describe_session(threads, inter_op, ctx.base.manifest.serving.ort_session_config)
     return {"graph_optimization_level": level, "intra_op_num_threads": threads, "inter_op_num_threads": inter_op,
             "execution_mode": "parallel" if parallel else "sequential", "providers": session.get_providers(),
-            "allow_spinning": False}
+            "allow_spinning": options["allow_spinning"], **({"session_config": options["config"]} if "config" in options else {})}
 
 
 def _module_bytes(module) -> int | None:
@@ -542,13 +544,13 @@ def _ort_level(ctx: _Context, name: str) -> dict:
     path, export, cached = ctx.export()
     level = _LEVELS[name]
     session = _session(ctx, path, level, ctx.threads)
-    return _ok(_ort_runner(session), {**_ort_details(session, level, ctx.threads), "export": export}, path, cached)
+    return _ok(_ort_runner(session), {**_ort_details(ctx, session, level, ctx.threads), "export": export}, path, cached)
 
 
 def _ort_transformers(ctx: _Context, name: str) -> dict:
     path, details, cached = ctx.transformers()
     session = _session(ctx, path, "ORT_ENABLE_ALL", ctx.threads)
-    return _ok(_ort_runner(session), {**_ort_details(session, "ORT_ENABLE_ALL", ctx.threads), **details}, path, cached)
+    return _ok(_ort_runner(session), {**_ort_details(ctx, session, "ORT_ENABLE_ALL", ctx.threads), **details}, path, cached)
 
 
 def _ort_int8(ctx: _Context, name: str) -> dict:
@@ -589,7 +591,7 @@ def _ort_int8(ctx: _Context, name: str) -> dict:
 
     out, details, cached = ctx.cached("ort-int8", "model.onnx", build, extra=f"{optimized is not None} {reduce}")
     session = _session(ctx, out, "ORT_ENABLE_ALL", ctx.threads)
-    return _ok(_ort_runner(session), {**_ort_details(session, "ORT_ENABLE_ALL", ctx.threads), **details}, out, cached)
+    return _ok(_ort_runner(session), {**_ort_details(ctx, session, "ORT_ENABLE_ALL", ctx.threads), **details}, out, cached)
 
 
 def _ort_int8_static(ctx: _Context, name: str) -> dict:
@@ -630,7 +632,7 @@ def _ort_int8_static(ctx: _Context, name: str) -> dict:
     reduce = _reduce_range()
     out, details, cached = ctx.cached("ort-int8-static", "model.onnx", build, extra=f"{values} {reduce}")
     session = _session(ctx, out, "ORT_ENABLE_ALL", ctx.threads)
-    return _ok(_ort_runner(session), {**_ort_details(session, "ORT_ENABLE_ALL", ctx.threads), **details}, out, cached)
+    return _ok(_ort_runner(session), {**_ort_details(ctx, session, "ORT_ENABLE_ALL", ctx.threads), **details}, out, cached)
 
 
 def _ort_tuned(ctx: _Context, name: str) -> dict:
@@ -657,8 +659,8 @@ def _ort_tuned(ctx: _Context, name: str) -> dict:
             if best is None or entry["median_ms"] < best[0]["median_ms"]:
                 best = (entry, session)
     entry, session = best
-    details = {**_ort_details(session, "ORT_ENABLE_ALL", entry["intra_op_num_threads"], entry["execution_mode"] == "parallel",
-                              entry["inter_op_num_threads"]),
+    details = {**_ort_details(ctx, session, "ORT_ENABLE_ALL", entry["intra_op_num_threads"],
+                              entry["execution_mode"] == "parallel", entry["inter_op_num_threads"]),
                "grid": grid, "pick": entry, "calls_per_setting": _TUNING_CALLS, "export": export}
     return _ok(_ort_runner(session), details, path, cached)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from reports.sections import render_fix
+from reports.sections import LIKELY_MIN_SCORE, render_fix, render_regions, split_causes
 
 if TYPE_CHECKING:
     from diagnose.core.report import DriftSection, Report
@@ -44,16 +44,12 @@ def _drift_lines(drift: DriftSection | None) -> list[str]:
     return lines
 
 
-def render(report: Report) -> str:
+def _latency_lines(report: Report) -> list[str]:
+    """The latency table with CIs, the SLO, and the factorial's split between model and inputs."""
     lat = report.latency
     old, new, delta = lat.old.stats, lat.new.stats, lat.delta
     lines = [
-        f"# {report.model}: {report.old} -> {report.new}",
-        "",
-        f"**Verdict: {report.verdict}.** {report.summary}",
-        "",
-        "## Latency (ms per batch)",
-        "",
+        "", "## Latency (ms per batch)", "",
         f"| | {report.old} | 95% CI | {report.new} | 95% CI | change | 95% CI |",
         "|---|---:|---|---:|---|---:|---|",
     ]
@@ -65,6 +61,10 @@ def render(report: Report) -> str:
         )
     lines += ["", f"Samples: {old.n} old, {new.n} new; {delta.test} p = {delta.p_value:.3g}; "
                   f"noise floor {lat.noise_floor_pct:g}%."]
+    if lat.tail:
+        lines.append(f"p99 on its own: {lat.tail.verdict.replace('_', ' ')} (median: "
+                     f"{lat.tail.median_verdict.replace('_', ' ')}; {lat.tail.samples} samples a side, "
+                     f"{lat.tail.min_samples} needed; tail noise floor {lat.tail.noise_floor_pct:g}%).")
     slo = report.slo
     if slo.p99_ms:
         lines.append(f"SLO p99 <= {slo.p99_ms} ms: old {'meets' if slo.old_within else 'misses'} it, "
@@ -83,6 +83,13 @@ def render(report: Report) -> str:
         lines += ["", f"_{att.note}_"]
     for key, reason in sorted(att.unavailable.items()):
         lines.append(f"- cell {key} could not run: {reason}")
+    return lines
+
+
+def render(report: Report) -> str:
+    lines = [f"# {report.model}: {report.old} -> {report.new}", "", f"**Verdict: {report.verdict}.** {report.summary}"]
+    if report.latency:
+        lines += _latency_lines(report)
 
     profile = report.profile
     if profile:
@@ -98,19 +105,27 @@ def render(report: Report) -> str:
             lines += ["", "| module | old ms/step | new ms/step | delta | share |", "|---|---:|---:|---:|---:|"]
             lines += [f"| {r['key']} | {r['old_self_us'] / 1000:.2f} | {r['new_self_us'] / 1000:.2f} | "
                       f"{r['delta_self_us'] / 1000:+.2f} | {100 * r['share']:.0f}% |" for r in modules[:8]]
+        regions = profile.tables.get("regions") or []
+        if regions:
+            lines += ["", "Regions (user annotations, collectives, the step; inclusive time):", "",
+                      render_regions(regions, 8).rstrip()]
 
     lines += _drift_lines(report.drift)
     if report.fix:
         lines += ["", "## Fix (optimized variants of the new version, measured side by side)", "",
                   render_fix(report.fix).rstrip()]
+    likely, unsupported = split_causes(report.hypotheses)
     lines += ["", "## Likely causes", ""]
-    if not report.hypotheses:
+    if not likely:
         lines.append("No cause is supported by the evidence collected.")
-    for rank, hyp in enumerate(report.hypotheses, 1):
+    for rank, hyp in enumerate(likely, 1):
         lines.append(f"{rank}. **{hyp.cause}** (score {hyp.score:.2f}): {hyp.summary}")
         lines += [f"   - {item}" for item in hyp.evidence]
         if hyp.next_steps:
             lines.append("   - Next: " + "; ".join(hyp.next_steps))
+    if unsupported:
+        lines += ["", f"Not supported by the evidence (score below {LIKELY_MIN_SCORE:g}; report.json keeps them):", ""]
+        lines += [f"- {hyp.cause} (score {hyp.score:.2f}): {hyp.summary}" for hyp in unsupported]
 
     lines += ["", "## Evidence sources", ""]
     for name, entry in sorted(report.evidence_sources.items()):
@@ -121,5 +136,6 @@ def render(report: Report) -> str:
     if report.warnings:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in report.warnings]
     run = report.run
-    lines += ["", f"Run folder: `{run.dir}`; {run.rounds} rounds in {run.elapsed_s} s ({run.stopped})."]
+    measured = f"{run.rounds} rounds in {run.elapsed_s} s ({run.stopped})" if report.latency else "no benchmark"
+    lines += ["", f"Run folder: `{run.dir}`; {measured}."]
     return "\n".join(lines) + "\n"

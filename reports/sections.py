@@ -1,4 +1,4 @@
-"""Tables of a report's drift and fix sections, shared by report.md and the commands that print them.
+"""Tables of a report's drift, fix and profile sections, shared by report.md and the commands that print them.
 
 Plain text that is also valid Markdown, so the same lines serve the terminal and an incident report.
 """
@@ -47,16 +47,42 @@ def render_drift(report: dict, rows: int = 15) -> str:
 def render_fix(fix: FixSection) -> str:
     """The Pareto table as plain text (valid Markdown), verdict first."""
     lines = [fix.verdict, "",
-             "| variant | p50 ms | p99 ms | x faster (p50) | max abs err | cosine | top-1 agree | accuracy | Pareto |",
-             "|---|---:|---:|---:|---:|---:|---:|---|---|"]
+             "| variant | runs as | p50 ms | p99 ms | x faster (p50) | max abs err | cosine | top-1 agree | accuracy | Pareto |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
     for r in fix.variants:
         acc = r["accuracy"] or {}
         top1 = acc.get("top1_agreement")
-        cells = [r["name"], f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['speedup_p50']:.2f}",
+        cells = [r["name"], r.get("runs_as") or "-", f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['speedup_p50']:.2f}",
                  "-" if not acc else f"{acc['max_abs']:.2g}", "-" if not acc else f"{acc['cosine']:.4f}",
                  "-" if top1 is None else f"{100 * top1:.1f}%", "ok" if r["accuracy_ok"] else r["accuracy_note"],
                  "yes" if r["pareto"] else ""]
         lines.append("| " + " | ".join(cells) + " |")
     for f in fix.not_measured:
-        lines.append(f"| {f['name']} | {f['status']}: {f['reason']} |||||||||")
+        lines.append(f"| {f['name']} | {f['status']}: {f['reason']} ||||||||||")
     return "\n".join(lines) + "\n"
+
+
+def render_regions(regions: list[dict], rows: int = 8) -> str:
+    """The trace diff's `regions` table (user annotations, collectives, the step) as plain text, valid Markdown:
+    inclusive ms per step, biggest change first."""
+    lines = ["| region | kind | old calls | new calls | old ms | new ms | delta ms | share | status |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for r in regions[:rows]:
+        key = r["key"].replace("|", "\\|")
+        lines.append(f"| {key} | {r['kind']} | {r['old_calls']:g} | {r['new_calls']:g} | {r['old_total_us'] / 1000:.3f} | "
+                     f"{r['new_total_us'] / 1000:.3f} | {r['delta_total_us'] / 1000:+.3f} | {100 * r['share']:.0f}% | "
+                     f"{r['status']} |")
+    if len(regions) > rows:
+        lines.append(f"| ... {len(regions) - rows} more regions (--json for all) |||||||||")
+    return "\n".join(lines) + "\n"
+
+
+# ---- causes: which ones a renderer lists as likely ------------------------------------------------------------------
+LIKELY_MIN_SCORE = 0.05  # below it nothing in the evidence points at the cause: the rule fired on a side that explains ~0
+
+
+def split_causes(hypotheses) -> tuple[list, list]:
+    """(likely, not supported): the hypotheses scoring at least LIKELY_MIN_SCORE, best first, and the rest.
+    report.json keeps every hypothesis with its score; only the "likely causes" lists leave the rest out."""
+    likely = [h for h in hypotheses if h.score >= LIKELY_MIN_SCORE]
+    return likely, [h for h in hypotheses if h.score < LIKELY_MIN_SCORE]

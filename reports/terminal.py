@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from reports.sections import LIKELY_MIN_SCORE, split_causes
+
 if TYPE_CHECKING:
     from diagnose.core.report import Report
 
 
-def render(report: Report, top: int = 3) -> str:
+def _latency_lines(report: Report) -> list[str]:
+    """p50 and p99 of both sides with their CIs, and the factorial's split of the change."""
     lat = report.latency
     old, new, delta = lat.old.stats, lat.new.stats, lat.delta
-    lines = [f"{report.verdict.upper()}: {report.summary}"]
+    lines = []
     for q in ("p50", "p99"):
         lo, hi = getattr(delta, f"{q}_pct_ci")
         old_ci, new_ci = getattr(old, f"{q}_ci"), getattr(new, f"{q}_ci")
@@ -31,6 +34,13 @@ def render(report: Report, top: int = 3) -> str:
         lines.append("  attribution: " + ", ".join(parts))
     if att.note:
         lines.append(f"  note: {att.note}")
+    return lines
+
+
+def render(report: Report, top: int = 3) -> str:
+    lines = [f"{report.verdict.upper()}: {report.summary}"]
+    if report.latency:
+        lines += _latency_lines(report)
     drift = report.drift
     if drift and not drift.identical:
         changes = [c["text"] for c in drift.schema_changes]
@@ -42,10 +52,16 @@ def render(report: Report, top: int = 3) -> str:
     if report.profile and report.profile.findings:
         lines.append("  where the time went (profiler):")
         lines += [f"    {finding}" for finding in report.profile.findings[:top]]
-    if report.hypotheses:
+    likely, unsupported = split_causes(report.hypotheses)
+    if likely:
         lines.append("  likely causes:")
-        for hyp in report.hypotheses[:top]:
+        for hyp in likely[:top]:
             lines.append(f"    {hyp.score:.2f}  {hyp.cause}: {hyp.summary}")
+    elif unsupported:
+        lines.append("  likely causes: none that the evidence points at")
+    if unsupported:
+        lines.append(f"  not supported (score < {LIKELY_MIN_SCORE:g}): "
+                     + ", ".join(f"{h.cause} ({h.score:.2f})" for h in unsupported))
     if report.fix:
         lines.append(f"  verify: {report.fix.verdict}")
     for warning in report.warnings:

@@ -84,7 +84,7 @@ def save_mlp(path: Path, hidden: tuple[int, ...], inputs: int = 32, seed: int = 
 
 def requests_frame(rows: int = 64, width: int = 32, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({"x": [rng.normal(size=width).astype(np.float32).tolist() for _ in range(rows)]})
+    return pd.DataFrame({"x": [rng.normal(size=width).astype(np.float32) for _ in range(rows)]})  # logged as float32
 
 
 @pytest.fixture

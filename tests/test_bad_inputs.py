@@ -113,6 +113,9 @@ MANIFEST_OVERRIDES = [
     ({"deployment": {"deployed_at": "yesterday"}}, "deployment.deployed_at:"),
     ({"deployment": {"deployed_at": 12345}}, "deployment.deployed_at:"),
     ({"deployment": {"deployed_at": ["2026-11-20"]}}, "deployment.deployed_at:"),
+    ({"deployment": {"pod_regex": "intent-serving-("}}, "deployment.pod_regex: not a regular expression"),
+    ({"deployment": {"pod_regex": "intent-(?!canary).*"}}, "deployment.pod_regex: Prometheus regexes (RE2)"),
+    ({"deployment": {"pod_regex": ["intent-.*"]}}, "deployment.pod_regex:"),
 ]
 
 

@@ -27,6 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pytest
+from prom_rollouts import write_rollouts
 from prom_server import backfill, prometheus_servers, skip_reason
 
 from collectors.openmetrics import (
@@ -50,6 +51,7 @@ from collectors.prometheus import (
     read_offline,
     save_openmetrics,
 )
+from collectors.prometheus_pods import label_name, listed, no_match_reason, parse_selector
 from diagnose.core.errors import UserError
 from diagnose.core.evidence import Evidence, collect_safely
 
@@ -61,6 +63,7 @@ DEPLOYMENT = {"namespace": "serving", "selector": "app=textclf,version=v2", "con
               "deployed_at": DEPLOYED_AT}
 POD_REGEX = pod_regex_from_selector(DEPLOYMENT["selector"])
 OFFLINE = {"container": "model", "pod_regex": POD_REGEX, "namespace": "serving"}
+FROM_DEPLOYMENT = {"container": "model", "selector": DEPLOYMENT["selector"], "namespace": "serving"}  # as the manifest
 TIMEOUT_S = 0.5
 
 
@@ -538,7 +541,8 @@ def test_live_matches_offline_and_round_trips(prom, api_client, tmp_path, name):
     assert time.monotonic() - started < 10
     assert live.ok, live.reason
     assert live.data["origin"] == {"kind": "prometheus", "url": server.url}
-    off = offline(name)
+    off = read_offline(FIXTURES / f"{name}.om", DEPLOYED_AT, **FROM_DEPLOYMENT)
+    assert off.data["target"]["pod_regex"] == POD_REGEX and off.data["pods_from"] == live.data["pods_from"] == "name_guess"
     strip = lambda d: {k: v for k, v in d.items() if k not in ("origin", "parse")}  # noqa: E731
     assert_close(strip(live.data), strip(off.data))
     assert live.data["latency"]["change_point"] == off.data["latency"]["change_point"]
@@ -546,7 +550,7 @@ def test_live_matches_offline_and_round_trips(prom, api_client, tmp_path, name):
     # round trip: what the live collection read, saved as metrics.om, reads back to the same evidence
     saved = collector.save(tmp_path)
     assert saved == tmp_path / "metrics.om"
-    again = read_offline(saved, DEPLOYED_AT, **OFFLINE)
+    again = read_offline(saved, DEPLOYED_AT, **FROM_DEPLOYMENT)
     assert strip(again.data) == strip(live.data) and again.summary == live.summary
     backfill(saved, tmp_path / "blocks")  # and promtool takes the saved file
 
@@ -652,7 +656,7 @@ def test_slow_prometheus_is_a_timeout_error(api_client):
     assert elapsed < 3  # one call, not retried: about timeout_s
     assert e.status == "error"
     assert e.reason == (f"TimeoutError: no answer from Prometheus at {stub.url} within the 0.5 s timeout "
-                        "(timeout_s) to the containers query")
+                        "(timeout_s) to the pod labels query")  # the first call: the pods by their labels
     assert len(stub.requests) == 1 and stub.requests[0]["timeout"] == "0.5"  # Prometheus's own timeout too
     assert stub.requests[0]["path"] == "/api/v1/query_range" and stub.requests[0]["step"] == "30"
 
@@ -661,12 +665,12 @@ def test_error_answer_is_reported_with_prometheus_message(api_client):
     with StubPrometheus("error") as stub:
         e = live_collector(stub.url).collect()
     assert e.status == "error"
-    assert e.reason == (f"RuntimeError: Prometheus at {stub.url} refused the containers query (400): bad_data: "
+    assert e.reason == (f"RuntimeError: Prometheus at {stub.url} refused the pod labels query (400): bad_data: "
                         'invalid parameter "query": 1:9: parse error: unexpected "}"')
     q = stub.requests[0]
     assert int(q["start"]) == D - 3600 and int(q["end"]) == D + 3600
-    assert q["query"].startswith('{__name__=~"container_cpu_cfs_throttled_periods_total|')
-    assert 'namespace="serving",pod=~"textclf-[a-z0-9]+-[a-z0-9]+",container="model"' in q["query"]
+    assert q["query"] == 'kube_pod_labels{namespace="serving"} or kube_pod_labels{exported_namespace="serving"}'
+    assert len(stub.requests) == 1  # the first failing call ends the collection
 
 
 @pytest.mark.parametrize("mode, expected", [("not-json", "is not Prometheus JSON"),
@@ -702,14 +706,216 @@ def test_from_deployment_and_injected_client(api_client):
 
     client = Recording()
     collector = PrometheusCollector.from_deployment("http://prometheus:9090/", DEPLOYMENT, http=client, timeout_s=3)
-    assert (collector.url, collector.namespace, collector.pod_regex, collector.container) == (
-        "http://prometheus:9090", "serving", POD_REGEX, "model")
+    assert (collector.url, collector.namespace, collector.pod_regex, collector.container, collector.selector) == (
+        "http://prometheus:9090", "serving", None, "model", DEPLOYMENT["selector"])
     e = collector.collect()
     assert e.status == "unavailable" and "no series for namespace=serving" in e.reason
-    assert [c[1:] for c in client.calls] == [("30", {"timeout": "3"}, 3)] * 3
+    assert "Prometheus saw no pods in namespace serving" in e.reason
+    # pod labels, then (no kube_pod_labels: the names guessed) containers, gpu, latency, then the pods there
+    assert [c[1:] for c in client.calls] == [("30", {"timeout": "3"}, 3)] * 5
+    queries = [c[0] for c in client.calls]
+    assert queries[0].startswith("kube_pod_labels{") and queries[4].startswith("count by (namespace, pod, ")
+    assert queries[1].startswith('{__name__=~"container_cpu_cfs_throttled_periods_total|')
+    assert 'namespace="serving",pod=~"textclf-[a-z0-9]+-[a-z0-9]+",container="model"' in queries[1]
     assert collector.save("/nonexistent") is None  # nothing read, nothing written
 
 
 def test_prom_server_skips_without_binaries(monkeypatch):
     monkeypatch.setenv("PATH", "")
     assert "prometheus and promtool not installed" in skip_reason()
+
+
+# --- the pods: by their labels (kube_pod_labels), an explicit regex, or the names guessed ----------------------
+# tests/prom_rollouts.py: one file, one namespace per class of case (Deployments named unlike their app label,
+# a StatefulSet, kube-state-metrics scraped without honor_labels, kube_pod_labels without the label, none at all)
+
+INTENT_OLD = ["intent-serving-5c6b7d8f9-k2m4p", "intent-serving-5c6b7d8f9-r7t9v"]
+INTENT_NEW = ["intent-serving-7d9f8-abcde", "intent-serving-7d9f8-fghij"]
+BY_LABELS = [  # namespace, selector, the pods, throttled before, after
+    ("ml-prod", "app=intent", INTENT_OLD + INTENT_NEW, 0.02, 0.40),
+    ("ml-prod", "app=intent,version=v2", INTENT_OLD + INTENT_NEW, 0.02, 0.40),  # the old ReplicaSet's v1 pods too
+    ("search", "app.kubernetes.io/name=ranking", ["ranker-0", "ranker-1"], 0.05, 0.30),
+    ("payments", "app=fraud", ["fraud-scorer-5a6b7c-ccccc", "fraud-scorer-6b7c8d-aaaaa"], 0.10, 0.50),
+]
+BY_LABELS_IDS = ["deployment-unlike-app", "old-replicaset-other-labels", "statefulset-dotted-key", "exported-labels"]
+
+
+@pytest.fixture(scope="module")
+def rollouts(tmp_path_factory):
+    return write_rollouts(tmp_path_factory.mktemp("rollouts") / "rollouts.om")
+
+
+def rollout(path, namespace, selector=None, **kwargs) -> Evidence:
+    return read_offline(path, DEPLOYED_AT, container="model", namespace=namespace, selector=selector, **kwargs)
+
+
+def rollout_live(url, namespace, selector=None, **deployment) -> PrometheusCollector:
+    deployment = {"namespace": namespace, "selector": selector, "container": "model", "deployed_at": DEPLOYED_AT,
+                  **deployment}
+    return PrometheusCollector.from_deployment(url, deployment, timeout_s=10)
+
+
+def without_origin(data: dict) -> dict:
+    return {k: v for k, v in data.items() if k not in ("origin", "parse")}
+
+
+@pytest.mark.parametrize("namespace, selector, pods, before, after", BY_LABELS, ids=BY_LABELS_IDS)
+def test_pods_found_by_their_labels(rollouts, namespace, selector, pods, before, after):
+    e = rollout(rollouts, namespace, selector)
+    assert e.ok, e.reason
+    d = e.data
+    assert d["pods_from"] == "kube_pod_labels" and d["pods"] == pods
+    assert d["throttled_ratio"]["before"] == pytest.approx(before, abs=0.005)
+    assert d["throttled_ratio"]["after"] == pytest.approx(after, abs=0.005)  # not the decoys' 80-90%
+    assert d["throttled_ratio"]["worst_after"]["pod"] in pods
+    assert f"{len(pods)} pods found by their labels ({selector}) in kube_pod_labels: {', '.join(pods)}" in e.summary
+    # the name guessed from the app label misses them all (what the collector did before; in ml-prod it finds the
+    # decoy instead)
+    guessed = rollout(rollouts, namespace, pod_regex=pod_regex_from_selector(selector) or "no-app-label")
+    assert not set(guessed.data["pods"]) & set(pods)
+
+
+def test_old_replicaset_with_other_labels_is_counted_and_a_decoy_named_like_the_guess_is_not(rollouts):
+    e = rollout(rollouts, "ml-prod", "app=intent,version=v2")
+    assert e.data["pods"] == INTENT_OLD + INTENT_NEW and "intent-5f6g7-zzzzz" not in e.data["pods"]
+    assert any(n.startswith(f"{INTENT_OLD[0]}, {INTENT_OLD[1]}: of the same Deployment") and "earlier ReplicaSet" in n
+               for n in e.data["notes"])
+    # intent-5f6g7-zzzzz is named as app=intent's guess expects (intent-<hash>-<suffix>) but labelled intent-legacy
+    assert rollout(rollouts, "ml-prod", pod_regex=pod_regex_from_selector("app=intent")).data["pods"] == [
+        "intent-5f6g7-zzzzz"]
+    # set-based terms; a negative one on a label kube-state-metrics does not export is left out, with a note
+    e = rollout(rollouts, "ml-prod", "app in (intent, other),track!=canary")
+    assert e.data["pods_from"] == "kube_pod_labels" and e.data["pods"] == INTENT_OLD + INTENT_NEW
+    assert any("track!=canary not checked" in n and "label_track" in n for n in e.data["notes"])
+
+
+def test_without_kube_pod_labels_the_names_are_guessed_quietly(rollouts):
+    e = rollout(rollouts, "legacy", "app=orders")
+    d = e.data
+    assert e.ok and d["pods_from"] == "name_guess" and d["pods"] == ["orders-7f8g9h-abcde"]
+    assert d["target"]["pod_regex"] == "orders-[a-z0-9]+-[a-z0-9]+"
+    assert d["pods_why"] == ("pod names guessed from app=orders (no kube_pod_labels series in namespace legacy "
+                             "(kube-state-metrics not scraped?))")
+    assert not any("kube_pod_labels" in n for n in d["notes"])  # the usual case without kube-state-metrics
+    assert d["throttled_ratio"]["after"] == pytest.approx(0.20, abs=0.005)
+    # deployment.name gives the Deployment's own pods: billing-worker-<hash>-<suffix>, not billing-...
+    e = rollout(rollouts, "legacy", "app=billing", deployment_name="billing-worker")
+    assert e.ok and e.data["pods_from"] == "name_guess" and e.data["pods"] == ["billing-worker-6c7d8e-xxxxx"]
+    assert e.data["throttled_ratio"]["after"] == pytest.approx(0.45, abs=0.005)
+
+
+def test_kube_pod_labels_without_the_label_falls_back_and_says_why(rollouts):
+    """kube-state-metrics v2 exports only allow-listed labels: kube_pod_labels is there, label_app is not."""
+    e = rollout(rollouts, "checkout", "app=cart", deployment_name="cart-api")
+    d = e.data
+    assert e.ok and d["pods_from"] == "name_guess"
+    assert d["pods"] == ["cart-api-4d5e6f-qqqqq", "cart-api-8g9h7k-wwwww"]
+    why = ("pod names guessed from deployment cart-api and app=cart (kube_pod_labels in namespace checkout has no "
+           "label_app: kube-state-metrics exports only the pod labels allow-listed with "
+           "--metric-labels-allowlist=pods=[app])")
+    assert d["pods_why"] == why and why in d["notes"] and why in e.summary
+    assert d["throttled_ratio"] == {"before": 0.03, "after": 0.35,
+                                    "worst_after": {"pod": "cart-api-8g9h7k-wwwww", "container": "model", "ratio": 0.35}}
+
+
+def test_an_explicit_pod_regex_wins(rollouts):
+    e = rollout(rollouts, "ml-prod", "app=intent", pod_regex="intent-serving-7d9f8-.*")
+    d = e.data
+    assert e.ok and d["pods_from"] == "pod_regex" and d["pods"] == INTENT_NEW  # kube_pod_labels would add the old
+    assert d["target"]["pod_regex"] == "intent-serving-7d9f8-.*" and d["pods_why"] == "deployment.pod_regex given"
+    assert d["throttled_ratio"]["before"] is None and d["throttled_ratio"]["after"] == pytest.approx(0.40, abs=0.005)
+    assert not any("found by their labels" in line for line in e.summary)
+
+
+def test_nothing_matches_lists_the_pods_seen_and_how_to_select_them(rollouts):
+    e = rollout(rollouts, "legacy", "app=billing")
+    assert e.status == "unavailable"
+    assert e.reason.startswith("no series for namespace=legacy, pod=~billing-[a-z0-9]+-[a-z0-9]+, container=model in ")
+    assert ("; pod names guessed from app=billing (no kube_pod_labels series in namespace legacy (kube-state-metrics "
+            "not scraped?)); Prometheus saw 2 pods in namespace legacy: billing-worker-6c7d8e-xxxxx, "
+            "orders-7f8g9h-abcde; select them with deployment.pod_regex in the manifest (e.g. deployment.pod_regex: "
+            "'billing-worker-[a-z0-9]+-[a-z0-9]+'), or have kube-state-metrics export the selector's labels "
+            "(--metric-labels-allowlist=pods=[app])") in e.reason
+    assert e.data["pods_seen"] == ["billing-worker-6c7d8e-xxxxx", "orders-7f8g9h-abcde"]
+    assert e.data["pods_from"] == "name_guess" and e.data["pods"] == []
+    # the hint works as given
+    fixed = rollout(rollouts, "legacy", "app=billing", pod_regex="billing-worker-[a-z0-9]+-[a-z0-9]+")
+    assert fixed.ok and fixed.data["pods"] == ["billing-worker-6c7d8e-xxxxx"]
+    # kube_pod_labels without the label: the pods seen come from it, and the reason says why it could not select
+    e = rollout(rollouts, "checkout", "app=cart")
+    assert e.status == "unavailable" and "kube_pod_labels in namespace checkout has no label_app" in e.reason
+    assert ("Prometheus saw 2 pods in namespace checkout: cart-api-4d5e6f-qqqqq, cart-api-8g9h7k-wwwww; select them "
+            "with deployment.pod_regex in the manifest (e.g. deployment.pod_regex: 'cart-api-[a-z0-9]+-[a-z0-9]+')"
+            ) in e.reason
+    # labels exported, but no pod has them
+    e = rollout(rollouts, "ml-prod", "app=nothing")
+    assert e.status == "unavailable" and "no pod in kube_pod_labels in namespace ml-prod has app=nothing" in e.reason
+    assert "Prometheus saw 5 pods in namespace ml-prod: intent-5f6g7-zzzzz, intent-serving-" in e.reason
+    assert "--metric-labels-allowlist" not in e.reason  # the labels are exported: not the fix here
+    assert "Prometheus saw no pods in namespace elsewhere" in rollout(rollouts, "elsewhere", "app=intent").reason
+
+
+def test_pods_seen_are_cut_at_ten_and_selectors_and_label_names_follow_kubernetes():
+    seen = [f"web-{i}" for i in range(12)]
+    reason = no_match_reason(None, seen, "serving")
+    assert "Prometheus saw 12 pods in namespace serving: web-0, web-1" in reason and "web-9 and 2 more;" in reason
+    assert "deployment.pod_regex" in reason and listed(["a", "b"]) == "a, b"
+    assert label_name("app.kubernetes.io/name") == "label_app_kubernetes_io_name"
+    assert label_name("k8s-app") == "label_k8s_app" and label_name("appVersion") == "label_app_version"
+    reqs = parse_selector("app=intent, tier in (web,api),!canary,env==prod,version!=v1,track")
+    assert [(r.key, r.op, r.values) for r in reqs] == [
+        ("app", "=", ("intent",)), ("tier", "in", ("web", "api")), ("canary", "!exists", ()),
+        ("env", "=", ("prod",)), ("version", "!=", ("v1",)), ("track", "exists", ())]
+    assert parse_selector("") == [] and parse_selector(None) == [] and parse_selector("app in (a,b") is None
+
+
+@pytest.mark.parametrize("namespace, selector, pods, before, after", BY_LABELS, ids=BY_LABELS_IDS)
+def test_live_pods_found_by_their_labels(prom, api_client, rollouts, tmp_path, namespace, selector, pods, before,
+                                         after):
+    server = prom(rollouts)
+    collector = rollout_live(server.url, namespace, selector)
+    e = collector.collect()
+    assert e.ok, e.reason
+    assert e.data["pods_from"] == "kube_pod_labels" and e.data["pods"] == pods
+    assert collector.queries[0] == (f'kube_pod_labels{{namespace="{namespace}"}} or '
+                                    f'kube_pod_labels{{exported_namespace="{namespace}"}}')
+    assert all(pod.replace(".", "\\.") in collector.queries[1] for pod in pods)  # the pods, by name
+    off = rollout(rollouts, namespace, selector)
+    assert_close(without_origin(e.data), without_origin(off.data))
+    assert e.summary == off.summary
+    # what was read (kube_pod_labels too) reads back to the same evidence
+    again = rollout(collector.save(tmp_path), namespace, selector)
+    assert without_origin(again.data) == without_origin(e.data) and again.summary == e.summary
+
+
+def test_live_fallbacks_explicit_regex_and_nothing_matching(prom, api_client, rollouts):
+    server = prom(rollouts)
+    cases = [("checkout", "app=cart", {"name": "cart-api"}), ("legacy", "app=orders", {}),
+             ("ml-prod", "app=intent", {"pod_regex": "intent-serving-7d9f8-.*"})]
+    for namespace, selector, extra in cases:
+        live = rollout_live(server.url, namespace, selector, **extra).collect()
+        off = rollout(rollouts, namespace, selector, pod_regex=extra.get("pod_regex"),
+                      deployment_name=extra.get("name"))
+        assert live.ok, live.reason
+        assert_close(without_origin(live.data), without_origin(off.data))
+        assert live.summary == off.summary
+    assert live.data["pods_from"] == "pod_regex" and live.data["pods"] == INTENT_NEW
+    explicit = rollout_live(server.url, "ml-prod", "app=intent", pod_regex="intent-serving-7d9f8-.*")
+    explicit.collect()
+    assert not any("kube_pod_labels{" in q for q in explicit.queries)  # the regex is used as given
+    # nothing matches: the reason lists what Prometheus holds in the namespace (an extra query without
+    # kube_pod_labels there), as from the file
+    for namespace, selector in (("legacy", "app=billing"), ("checkout", "app=cart")):
+        collector = rollout_live(server.url, namespace, selector)
+        live = collector.collect()
+        off = rollout(rollouts, namespace, selector)
+        assert live.status == off.status == "unavailable"
+        # the same but for the metrics present: live, only those of the selection were read
+        assert live.reason.partition("(metrics present: ")[0].replace(server.url, "FILE") == off.reason.partition(
+            "(metrics present: ")[0].replace(str(rollouts), "FILE")
+        assert live.reason.partition("); ")[2] == off.reason.partition("); ")[2]
+        assert "Prometheus saw 2 pods in namespace" in live.reason and "deployment.pod_regex: '" in live.reason
+        assert live.data["pods_seen"] == off.data["pods_seen"] and len(off.data["pods_seen"]) == 2
+    assert collector.queries[-1].startswith("{__name__=~")  # checkout: kube_pod_labels listed the pods
+    assert rollout_live(server.url, "legacy", "app=billing").collect().data["pods_seen"] == [
+        "billing-worker-6c7d8e-xxxxx", "orders-7f8g9h-abcde"]

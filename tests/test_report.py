@@ -34,11 +34,16 @@ def test_an_old_run_folder_gives_the_same_verdict_figures_and_causes(saved_run):
     after = json.loads(result.stdout)
     assert RunFolder(saved_run).format_version == 1
     assert after["verdict"] == before["verdict"] == "regression"
-    assert after["latency"] == before["latency"]
+    # the same figures; the tail's own verdict (report.json 2.2) is new beside them
+    assert {k: v for k, v in after["latency"].items() if k != "tail"} == before["latency"]
+    assert after["latency"]["tail"]["verdict"] in ("regression", "unsettled") and after["regression_kind"] == "median"
     assert after["attribution"] == before["attribution"]
     assert [(h["cause"], h["score"]) for h in after["hypotheses"]] == [(h["cause"], h["score"]) for h in before["hypotheses"]]
     assert after["hypotheses"] == before["hypotheses"]
-    assert after["fix"] == before["fix"]
+    # the same fix; each variant row now also says how it was timed (report.json 2.2)
+    assert [{k: v for k, v in r.items() if k != "runs_as"} for r in after["fix"]["variants"]] == before["fix"]["variants"]
+    assert {**after["fix"], "variants": None} == {**before["fix"], "variants": None}
+    assert [r["runs_as"] for r in after["fix"]["variants"]][:1] and all(r["runs_as"] for r in after["fix"]["variants"])
     # the same drift; only the latency tie's name changed, where payload_bytes and text.chars tie (the same bytes
     # here), to the column's own feature (diagnose.shift_latency._pick_feature)
     tie_before, tie_after = before["drift"]["latency_tie"], after["drift"]["latency_tie"]
@@ -49,7 +54,7 @@ def test_an_old_run_folder_gives_the_same_verdict_figures_and_causes(saved_run):
            {k: v for k, v in tie_before.items() if k not in ("feature", "text")}
     assert after["profile"]["totals"] == before["profile"]["signals"]  # renamed in format 2 / schema 2.0
     assert after["evidence_sources"] == before["collectors"] | {"host": {"status": "unavailable", "reason": "stage skipped"}}
-    assert after["rule_errors"] == [] and after["schema_version"] == "2.1" and after["incomplete"] is None
+    assert after["rule_errors"] == [] and after["schema_version"] == "2.2" and after["incomplete"] is None
     jsonschema.validate(after, SCHEMA)
 
 

@@ -6,6 +6,7 @@ import json
 import shutil
 
 from conftest import ROOT, run_cli, write_manifest
+from prom_rollouts import write_rollouts
 
 GPU_FIXTURES = ROOT / "fixtures" / "signals" / "gpu"
 
@@ -135,3 +136,36 @@ def test_collect_from_a_live_prometheus_then_compare_with_the_saved_signals(tiny
     assert result.returncode == 0, result.stderr
     causes = [h["cause"] for h in json.loads(result.stdout)["hypotheses"]]
     assert "runtime.cpu_throttling" in causes
+
+
+def test_recorded_prometheus_finds_the_pods_by_their_labels(tiny_registry, tmp_path):
+    """A Deployment intent-serving labelled app=intent: its pods (intent-serving-<hash>-<suffix>) are found through
+    kube_pod_labels in metrics.om, not guessed as intent-<hash>-<suffix>; deployment.pod_regex, when given, wins."""
+    signals = tmp_path / "signals"
+    signals.mkdir()
+    write_rollouts(signals / "metrics.om")
+    deployment = {"namespace": "ml-prod", "selector": "app=intent", "container": "model",
+                  "deployed_at": "2026-11-20T10:00:00Z"}
+    write_manifest(tiny_registry / "mlp" / "v2", serving={"threads": 1}, deployment=deployment)
+    out = tmp_path / "run"
+    result = run_cli("compare", "--registry", str(tiny_registry), "--old", "v1", "--new", "v2", "--budget", "1",
+                     "--no-profile", "--signals", str(signals), "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["evidence_sources"]["prometheus"]["status"] == "ok"
+    evidence = json.loads((out / "evidence" / "prometheus.json").read_text())["data"]
+    assert evidence["pods_from"] == "kube_pod_labels"
+    assert evidence["pods"] == ["intent-serving-5c6b7d8f9-k2m4p", "intent-serving-5c6b7d8f9-r7t9v",
+                                "intent-serving-7d9f8-abcde", "intent-serving-7d9f8-fghij"]
+    assert evidence["throttled_ratio"]["after"] == 0.4
+    throttling = next(h for h in report["hypotheses"] if h["cause"] == "runtime.cpu_throttling")
+    assert any("found by their labels (app=intent) in kube_pod_labels" in line for line in throttling["evidence"])
+
+    write_manifest(tiny_registry / "mlp" / "v2", serving={"threads": 1},
+                   deployment={**deployment, "pod_regex": "intent-serving-7d9f8-.*"})
+    result = run_cli("compare", "--registry", str(tiny_registry), "--old", "v1", "--new", "v2", "--budget", "1",
+                     "--no-profile", "--signals", str(signals), "--out", str(tmp_path / "run2"), "--json")
+    assert result.returncode == 0, result.stderr
+    evidence = json.loads((tmp_path / "run2" / "evidence" / "prometheus.json").read_text())["data"]
+    assert evidence["pods_from"] == "pod_regex" and evidence["pods"] == ["intent-serving-7d9f8-abcde",
+                                                                        "intent-serving-7d9f8-fghij"]

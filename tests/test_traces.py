@@ -1135,3 +1135,48 @@ def test_auto_uses_the_fast_path_and_restores_gc(tmp_path, monkeypatch):
         read_trace(p, parser="ijson")
     with pytest.raises(ValueError, match="parser"):
         read_trace(p, parser="simdjson")
+
+
+# --- picking steps and ranks ---------------------------------------------------------------------------------------
+def test_select_steps_keeps_the_rows_of_the_picked_steps():
+    from profilers.trace_table import describe_steps
+
+    tr = real("hta/trace_diff/control/control.json.gz")
+    cut = tr.select_steps([1012, 1010, 99])
+    assert cut.steps["step"].tolist() == [1010, 1012] and cut.metadata["selected_steps"] == [1010, 1012]
+    assert len(cut.events) == len(tr.events)  # rows kept, so every parent index still holds
+    assert (cut.events["parent"].to_numpy() == tr.events["parent"].to_numpy()).all()
+    before = tr.events["step"].to_numpy()
+    after = cut.events["step"].to_numpy()
+    assert set(np.unique(after)) == {-1, 1010, 1012}
+    assert ((after >= 0) == np.isin(before, [1010, 1012])).all()
+    assert tr.steps["step"].tolist() == list(range(1009, 1015))  # the trace itself is untouched
+    with pytest.raises(TraceError, match=r"--iterations: has no step 1-3,7 \(its steps: 1009-1014\)"):
+        tr.select_steps([1, 2, 3, 7], key="--iterations")
+    with pytest.raises(TraceError, match="has no ProfilerStep#N markers"):
+        real("hta/critical_path/alexnet/benchmark_result_2869224_1695835535_trace.json.gz").select_steps([1])
+    assert describe_steps([1013, 1009, 1010, 1011]) == "1009-1011,1013" and describe_steps([5]) == "5"
+
+
+@pytest.mark.parametrize("rel", sorted(README_FILES))
+def test_header_rank_is_the_parsed_rank(rel):
+    """The rank read from the header alone (for --rank over a folder of per-rank traces) is the parse's, where the
+    header has it before the events."""
+    from profilers.trace_files import header_rank
+
+    rank = header_rank(shared(rel))
+    assert rank is None or rank == real(rel).metadata["rank"]
+    expected = {"hta/trace_diff/control/control.json.gz": 3, "hta/trace_diff/test/test.json.gz": 1,
+                "hta/trace_compare/base/base.json.gz": 1, "hta/cpu_only/rank-34.Jul_15_10_52_41.1074.pt.trace.json.gz": 34,
+                "hta/rank_unavailable/rank_not_found.json.gz": None}
+    if rel in expected:
+        assert rank == expected[rel]
+
+
+def test_rank_in_name():
+    from profilers.trace_files import rank_in_name
+
+    assert rank_in_name("rank-34.Jul_15_10_52_41.1074.pt.trace.json.gz") == 34
+    assert rank_in_name("/x/trace_rank_3.json") == 3 and rank_in_name("Rank7.json.gz") == 7
+    assert rank_in_name("worker0.1623143089861.pt.trace.json.gz") is None
+    assert rank_in_name("frank-3.json") is None and rank_in_name("rank-.json") is None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,12 @@ class Serving:
     batch_size: int = 1
     threads: int = 2
     precision: str = "fp32"
+    # cast float inputs to `precision` too (as a serving handler that casts requests would); without it the model
+    # is fed the dtype the request log holds, as production feeds it what the client sent
+    cast_inputs: bool = False
+    # ONNX Runtime session config entries the version is served with ({"session.intra_op.allow_spinning": "0"});
+    # empty: ORT's defaults, as a server that sets nothing runs it
+    ort_session_config: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -137,6 +144,33 @@ def _positive_int(section: dict, name: str, default: int, path: Path) -> int:
     return value
 
 
+def _bool(section: dict, name: str, path: Path) -> bool:
+    value = section.get(name, False)
+    if not isinstance(value, bool):
+        raise UserError(f"must be true or false, got {value!r}", path, f"serving.{name}")
+    return value
+
+
+def _session_config(value: Any, path: Path) -> dict[str, str]:
+    """ONNX Runtime's session config entries are string pairs ("session.intra_op.allow_spinning": "0"); a number or
+    a bool is taken as its string ("0", "1"), anything else is refused here rather than by ORT mid-benchmark."""
+    key = "serving.ort_session_config"
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise UserError(f"must be a mapping of ONNX Runtime config keys to values, got {type(value).__name__}", path, key)
+    config = {}
+    for name, entry in value.items():
+        if not isinstance(name, str) or not name.startswith("session."):
+            raise UserError(f"{name!r} is not an ONNX Runtime session config key (they start with 'session.')", path, key)
+        if isinstance(entry, bool):
+            entry = int(entry)
+        if not isinstance(entry, (str, int)):
+            raise UserError(f"must be a string or an integer, got {entry!r}", path, f"{key}.{name}")
+        config[name] = str(entry)
+    return config
+
+
 def _slo(raw: dict, path: Path) -> dict:
     """Finite positive numbers, shares at most 1: report.json is strict JSON, and NaN or inf has no meaning here."""
     slo = _mapping(raw, "slo", path, required=False)
@@ -157,11 +191,26 @@ def _deployment(raw: dict, path: Path) -> dict | None:
         value = deployment.get(name)
         if value is not None and not isinstance(value, str):
             raise UserError(f"must be a string, got {type(value).__name__}", path, f"deployment.{name}")
+    _pod_regex(deployment.get("pod_regex"), path)
     deployed_at = deployment.get("deployed_at")
     if deployed_at is not None and parse_time(deployed_at) is None:
         raise UserError(f"must be an ISO 8601 time such as 2026-11-20T10:00:00Z, got {deployed_at!r}", path,
                         "deployment.deployed_at")
     return deployment
+
+
+def _pod_regex(regex: str | None, path: Path) -> None:
+    """The pods' names as Prometheus matches them (`pod=~"..."`, fully anchored; RE2, so no lookaround and no
+    backreference): refused here rather than by Prometheus in the middle of a compare."""
+    if regex is None:
+        return
+    key = "deployment.pod_regex"
+    try:
+        re.compile(regex)
+    except re.error as exc:
+        raise UserError(f"not a regular expression ({exc}): {regex!r}", path, key) from None
+    if re.search(r"\(\?<?[=!]|\\[1-9]", regex):
+        raise UserError(f"Prometheus regexes (RE2) have no lookaround or backreference: {regex!r}", path, key)
 
 
 def _choice(section: dict, name: str, default: str, choices: tuple[str, ...], path: Path, key: str) -> str:
@@ -262,6 +311,8 @@ def load_manifest(path: Path) -> Manifest:
         batch_size=_positive_int(serving_raw, "batch_size", 1, path),
         threads=_positive_int(serving_raw, "threads", 2, path),
         precision=_choice(serving_raw, "precision", "fp32", PRECISIONS, path, "serving.precision"),
+        cast_inputs=_bool(serving_raw, "cast_inputs", path),
+        ort_session_config=_session_config(serving_raw.get("ort_session_config"), path),
     )
     slo = _slo(raw, path)
     deployment = _deployment(raw, path)

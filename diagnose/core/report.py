@@ -18,8 +18,11 @@ import numpy as np
 
 from diagnose.core.stats import Delta, SideStats, summarize
 
-SCHEMA_VERSION = "2.1"  # 2.0: `collectors` -> `evidence_sources`, profile `signals` -> `totals`, `rule_errors`; 2.1: `incomplete`
-VERDICTS = ("regression", "improvement", "no_regression", "inconclusive")
+# 2.0: `collectors` -> `evidence_sources`, profile `signals` -> `totals`, `rule_errors`; 2.1: `incomplete`;
+# 2.2: `regression_kind`, `latency.tail`, verdict `not_measured` (latency and attribution null)
+SCHEMA_VERSION = "2.2"
+# not_measured: the compare ran without a benchmark (--no-benchmark): no latency, no attribution, causes from signals
+VERDICTS = ("regression", "improvement", "no_regression", "inconclusive", "not_measured")
 
 
 @dataclass(frozen=True)
@@ -37,17 +40,39 @@ class Measurement:
 
 
 @dataclass(frozen=True)
+class Tail:
+    """The p99 judged on its own (diagnose.core.stats.tail_verdict): whether it moved, and whether it settled."""
+
+    verdict: str  # "regression" | "improvement" | "no_regression" | "unsettled"
+    median_verdict: str  # the median's verdict, before the tail's was joined to it
+    samples: int  # the smaller side's count
+    min_samples: int
+    noise_floor_pct: float
+    equivalence_pct: float
+
+    @property
+    def settled(self) -> bool:
+        return self.verdict != "unsettled"
+
+    def to_dict(self) -> dict:
+        return {"verdict": self.verdict, "settled": self.settled, "median_verdict": self.median_verdict,
+                "samples": self.samples, "min_samples": self.min_samples, "noise_floor_pct": self.noise_floor_pct,
+                "equivalence_pct": self.equivalence_pct}
+
+
+@dataclass(frozen=True)
 class Latency:
     old: Measurement
     new: Measurement
     delta: Delta
     noise_floor_pct: float
     alpha: float
+    tail: Tail | None = None
     unit: str = "ms"
 
     def to_dict(self) -> dict:
         return {"unit": self.unit, "old": self.old.to_dict(), "new": self.new.to_dict(), "delta": self.delta.to_dict(),
-                "noise_floor_pct": self.noise_floor_pct, "alpha": self.alpha}
+                "noise_floor_pct": self.noise_floor_pct, "alpha": self.alpha, "tail": self.tail and self.tail.to_dict()}
 
 
 @dataclass(frozen=True)
@@ -261,8 +286,8 @@ class Report:
     new: str
     verdict: str
     summary: str
-    latency: Latency
-    attribution: Attribution
+    latency: Latency | None  # None only with verdict not_measured
+    attribution: Attribution | None
     cells: dict[str, CellSummary]
     hypotheses: tuple[Hypothesis, ...]
     profile: ProfileSection | None
@@ -274,6 +299,7 @@ class Report:
     run: RunInfo
     rule_errors: tuple[RuleError, ...] = ()
     incomplete: str | None = None  # the INCOMPLETE marker's reason: the run was interrupted and evidence may be missing
+    regression_kind: str | None = None  # "median" (p50 moved) | "tail" (only p99 moved) | None: no regression
     schema_version: str = SCHEMA_VERSION
 
     def __post_init__(self):
@@ -288,9 +314,10 @@ class Report:
             "old": self.old,
             "new": self.new,
             "verdict": self.verdict,
+            "regression_kind": self.regression_kind,
             "summary": self.summary,
-            "latency": self.latency.to_dict(),
-            "attribution": self.attribution.to_dict(),
+            "latency": self.latency and self.latency.to_dict(),
+            "attribution": self.attribution and self.attribution.to_dict(),
             "cells": {key: cell.to_dict() for key, cell in self.cells.items()},
             "hypotheses": [h.to_dict() for h in self.hypotheses],
             "profile": self.profile and self.profile.to_dict(),

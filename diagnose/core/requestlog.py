@@ -18,6 +18,9 @@ import pyarrow.parquet as pq
 from diagnose.core.errors import UserError, first_line
 
 SUFFIXES = (".parquet", ".pq", ".csv")
+# The frame attribute that says whether the columns carry the client's dtypes: a Parquet log does (a float64
+# column is what the client sent), a CSV log does not (its float64 is only the CSV parser's default).
+LOGGED_DTYPES = "diagnose_logged_dtypes"
 
 
 def _arrow_lists(arrow_type: pa.DataType):
@@ -51,7 +54,9 @@ def _read(path: Path, parquet) -> pd.DataFrame:
         raise UserError("requests file has no columns", path)
     if frame.shape[0] == 0:
         raise UserError("requests file holds no requests (0 rows)", path)
-    return frame.reset_index(drop=True)
+    frame = frame.reset_index(drop=True)
+    frame.attrs[LOGGED_DTYPES] = suffix != ".csv"
+    return frame
 
 
 def read_requests(path: Path) -> pd.DataFrame:

@@ -40,6 +40,9 @@ __all__ = [
     "bootstrap_quantile",
     "verdict",
     "settled",
+    "tail_verdict",
+    "tail_settled",
+    "overall_verdict",
     "noise_warnings",
 ]
 
@@ -48,6 +51,11 @@ ALPHA = 0.01  # significance level for the verdict
 EQUIVALENCE_PCT = 3.0  # a change whose CI lies inside +/-this is "no_regression"
 MAX_IQR_RATIO = 0.10  # spread (IQR/median) above this -> noise warning
 MIN_SAMPLES = 20  # below this many samples per side, tail quantiles are guesses
+# The tail (p99) is judged on its own: it moves more with machine noise than the median, and below a few hundred
+# samples a side it sits among the top two or three samples, where a bootstrap CI is not to be trusted.
+TAIL_NOISE_FLOOR_PCT = 5.0
+TAIL_EQUIVALENCE_PCT = 10.0
+MIN_TAIL_SAMPLES = 200
 
 QUANTILES = (0.5, 0.9, 0.99)  # the quantiles reported everywhere (p50, p90, p99)
 
@@ -368,6 +376,54 @@ def settled(
         return True
     half = equivalence_pct / 2.0
     return -half < lo and hi < half
+
+
+def tail_verdict(
+    delta: Delta,
+    n: int,
+    noise_floor_pct: float = TAIL_NOISE_FLOOR_PCT,
+    equivalence_pct: float = TAIL_EQUIVALENCE_PCT,
+    min_samples: int = MIN_TAIL_SAMPLES,
+) -> str:
+    """The p99 alone: "regression", "improvement", "no_regression", or "unsettled".
+
+    `n` is the smaller side's sample count. A regression needs the whole p99 change CI above the tail's noise
+    floor (5%), "no_regression" needs it inside +-10%; with fewer than `min_samples` a side, or a CI that
+    straddles those bounds, the p99 is "unsettled" and the verdict says so instead of guessing.
+    """
+    lo, hi = delta.p99_pct_ci
+    if n < min_samples:
+        return "unsettled"
+    if lo > noise_floor_pct:
+        return "regression"
+    if hi < -noise_floor_pct:
+        return "improvement"
+    if -equivalence_pct < lo and hi < equivalence_pct:
+        return "no_regression"
+    return "unsettled"
+
+
+def tail_settled(delta: Delta, n: int, min_samples: int = MIN_TAIL_SAMPLES) -> bool:
+    """Early-stop check of the p99, stricter than `tail_verdict` for the same reason as `settled`: the CI beyond
+    twice the tail's noise floor, or inside half its equivalence bounds, with at least `min_samples` a side."""
+    lo, hi = delta.p99_pct_ci
+    if n < min_samples:
+        return False
+    half = TAIL_EQUIVALENCE_PCT / 2.0
+    return lo > 2.0 * TAIL_NOISE_FLOOR_PCT or hi < -2.0 * TAIL_NOISE_FLOOR_PCT or (-half < lo and hi < half)
+
+
+def overall_verdict(median: str, tail: str) -> tuple[str, str | None]:
+    """The verdict from the median's and the tail's, and which one regressed ("median", "tail" or None).
+
+    A slower p99 is a regression even when the median holds: a lock, a GC pause or a slow path for some requests
+    shows only there, and p99 is what the on-call page is usually about. Its kind is "tail" then.
+    """
+    if median == "regression":
+        return "regression", "median"
+    if tail == "regression":
+        return "regression", "tail"
+    return median, None
 
 
 def unexplained_spread(samples, sizes=None) -> float:
