@@ -1,15 +1,20 @@
-"""How often the verdict is right: A/A false positives, A/B power, and pyperf's and asv's rules beside ours.
+"""How often the verdict is right: A/A false positives, A/B power, tail-only power, and pyperf's and asv's rules.
 
 Runs the real harness in-process on a real TorchScript MLP (about 2 ms a call). The "B" side is the same
 model plus a calibrated busy-wait of exactly X% of A's median (controlled extra compute), so the true
-median difference is known. Every trial interleaves A and B as `diagnose compare` does, with the same
-early stop, and the three rules judge the same samples:
+median difference is known. The tail-only side is A plus a slow path: one call in 50 busy-waits 30% of A's
+p99 more, so its p99 rises by about 30% and its median does not move (a lock, a GC pause, a slow path for
+some requests). Every trial interleaves the two sides as `diagnose compare` does, with the same early stop
+(which waits for the p99), and the rules judge the same samples:
 
-- ours:  Mann-Whitney U p < 0.01, the p50-change bootstrap CI beyond the 1% noise floor (diagnose.stats)
+- ours:  the compare's verdict, median and tail (diagnose.core.stats.verdict, tail_verdict, overall_verdict)
 - pyperf: Student's t-test on the means at 95% ("significant" and slower)
 - asv:   Mann-Whitney U p < 0.002 (asv.statistics.is_different) and a ratio of medians above 1.10
 
-Usage: python benchmarks/verdict_rates.py [--aa 50] [--ab 40] [--budget 30] [--aa-budget 3] [--sweep 1,2,3,5]
+Goals (issue 12): the tail-only change is called a regression in at least 95% of compares at the default budget,
+A/A stays at most 1% false regressions. The p99 change CI width at stop is printed beside.
+
+Usage: python benchmarks/verdict_rates.py [--aa 50] [--ab 20] [--tail 20] [--budget 30] [--aa-budget 3] [--sweep 2,5]
 """
 
 from __future__ import annotations
@@ -39,15 +44,20 @@ from pathlib import Path
 import torch
 
 EXTRA_MS = {extra_ms!r}
+SLOW_EVERY = {slow_every!r}  # 1: every call; 50: one call in 50 (the slow path of a tail-only change)
 
 
 class Spin(torch.nn.Module):
     def __init__(self):
         super().__init__()
         self.inner = torch.jit.load(str(Path(__file__).parent / "base.pt"))
+        self.calls = 0
 
     def forward(self, x):
         out = self.inner(x)
+        self.calls += 1
+        if self.calls % SLOW_EVERY:
+            return out
         end = time.perf_counter() + EXTRA_MS / 1000.0
         while time.perf_counter() < end:
             pass
@@ -59,7 +69,7 @@ def build():
 '''
 
 
-def make_version(root: Path, name: str, extra_ms: float | None) -> Path:
+def make_version(root: Path, name: str, extra_ms: float | None, slow_every: int = 1) -> Path:
     import torch
 
     folder = root / "bench" / name
@@ -71,12 +81,12 @@ def make_version(root: Path, name: str, extra_ms: float | None) -> Path:
     rng = np.random.default_rng(0)
     import pandas as pd
 
-    rows = [rng.normal(size=512).astype(np.float32).tolist() for _ in range(64)]
+    rows = [rng.normal(size=512).astype(np.float32) for _ in range(64)]  # logged as float32
     pd.DataFrame({"x": rows}).to_parquet(folder / "requests.parquet")
     manifest = {"name": "bench", "version": name, "format": "torchscript", "artifact": "base.pt",
                 "inputs": {"requests": "requests.parquet"}, "serving": {"threads": 1, "batch_size": 8}}
     if extra_ms is not None:
-        (folder / "model.py").write_text(SPIN_MODEL.format(extra_ms=extra_ms))
+        (folder / "model.py").write_text(SPIN_MODEL.format(extra_ms=extra_ms, slow_every=slow_every))
         manifest.update(format="python", artifact="model:build")
     (folder / "manifest.yaml").write_text(yaml.safe_dump(manifest))
     return folder / "manifest.yaml"
@@ -89,11 +99,13 @@ def trial(old, new, budget: float, seed: int):
     a = result.samples.loc[result.samples["cell"] == "old_model/old_requests", "latency_ms"].to_numpy()
     b = result.samples.loc[result.samples["cell"] == "new_model/new_requests", "latency_ms"].to_numpy()
     delta = stats.relative_change(a, b, seed=seed)
-    ours = stats.verdict(delta) == "regression"
+    verdict, kind = stats.overall_verdict(stats.verdict(delta), stats.tail_verdict(delta, min(len(a), len(b))))
+    ours = verdict == "regression"
     t = sps.ttest_ind(b, a)
     pyperf = bool(t.pvalue < 0.05 and b.mean() > a.mean())
     asv = bool(sps.mannwhitneyu(a, b, method="asymptotic").pvalue < 0.002 and np.median(b) / np.median(a) > 1.10)
-    return ours, pyperf, asv, len(a), result.elapsed_s
+    width = delta.p99_pct_ci[1] - delta.p99_pct_ci[0]
+    return ours, pyperf, asv, kind == "tail", len(a), result.elapsed_s, width, delta.p99_pct, delta.p50_pct
 
 
 def loaded(path: Path):
@@ -106,26 +118,38 @@ def loaded(path: Path):
 
 
 def rates(old, new, n: int, budget: float, label: str) -> dict:
-    hits = np.zeros(3)
-    sizes, times = [], []
+    hits = np.zeros(4)
+    sizes, times, widths, p99s, p50s = [], [], [], [], []
     for seed in range(n):
-        *flags, size, elapsed = trial(old, new, budget, seed)
+        *flags, size, elapsed, width, p99, p50 = trial(old, new, budget, seed)
         hits += flags
         sizes.append(size)
         times.append(elapsed)
+        widths.append(width)
+        p99s.append(p99)
+        p50s.append(p50)
         print(f"\r  {label}: {seed + 1}/{n}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
-    return {"ours": hits[0] / n, "pyperf": hits[1] / n, "asv": hits[2] / n,
-            "median_n": int(np.median(sizes)), "median_s": float(np.median(times))}
+    return {"ours": hits[0] / n, "pyperf": hits[1] / n, "asv": hits[2] / n, "tail": hits[3] / n,
+            "median_n": int(np.median(sizes)), "median_s": float(np.median(times)),
+            "p99_ci_width": float(np.median(widths)), "p99": float(np.median(p99s)), "p50": float(np.median(p50s))}
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--aa", type=int, default=50, help="A/A compares (default 50)")
     parser.add_argument("--aa-budget", type=float, default=3.0, help="budget of each A/A compare, s (default 3)")
-    parser.add_argument("--ab", type=int, default=40, help="A/B compares per difference (default 40)")
+    parser.add_argument("--ab", type=int, default=20, help="A/B compares per difference (default 20)")
+    parser.add_argument("--tail", type=int, default=20, help="tail-only compares (default 20)")
     parser.add_argument("--budget", type=float, default=30.0, help="budget of each A/B compare, s (the CLI default)")
-    parser.add_argument("--sweep", default="1,2,3,5", help="true differences to try, percent")
+    parser.add_argument("--sweep", default="2,5", help="true median differences to try, percent")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -134,21 +158,28 @@ def main() -> None:
         a2 = loaded(make_version(root, "a2", None))
         probe = run_benchmark(BenchmarkPlan(cells=(Cell("old", "old"),), budget_s=2.0), {"old": a}, {"old": a.requests_frame})
         median_ms = float(probe.samples["latency_ms"].median())
-        print(f"model: TorchScript MLP 512-1024-1024-16, batch 8, 1 thread; A median {median_ms:.3f} ms")
+        p99_ms = float(probe.samples["latency_ms"].quantile(0.99))
+        print(f"CPU: {cpu_model()}; model: TorchScript MLP 512-1024-1024-16, batch 8, 1 thread; "
+              f"A median {median_ms:.3f} ms, p99 {p99_ms:.3f} ms")
         started = time.time()
         table = {"A/A (false positives)": rates(a, a2, args.aa, args.aa_budget, "A/A")}
         for pct in [float(p) for p in args.sweep.split(",")]:
             b = loaded(make_version(root, f"b{pct:g}", median_ms * pct / 100))
             table[f"A/B +{pct:g}% (detection)"] = rates(a, b, args.ab, args.budget, f"A/B +{pct:g}%")
-        print("\n| comparison | diagnose | pyperf rule | asv rule | median n per side | median s |")
-        print("|---|---:|---:|---:|---:|---:|")
+        slow = loaded(make_version(root, "tail", 0.3 * p99_ms, slow_every=50))
+        table["tail-only, p99 +30% (detection)"] = rates(a, slow, args.tail, args.budget, "tail-only")
+        print("\n| comparison | diagnose | named tail-only | pyperf rule | asv rule | median p50 / p99 change | "
+              "p99 CI width at stop | median n per side | median s |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for name, row in table.items():
-            print(f"| {name} | {100 * row['ours']:.1f}% | {100 * row['pyperf']:.1f}% | {100 * row['asv']:.1f}% "
+            print(f"| {name} | {100 * row['ours']:.1f}% | {100 * row['tail']:.1f}% | {100 * row['pyperf']:.1f}% "
+                  f"| {100 * row['asv']:.1f}% | {row['p50']:+.1f}% / {row['p99']:+.1f}% | {row['p99_ci_width']:.1f} pts "
                   f"| {row['median_n']} | {row['median_s']:.1f} |")
         detected = [name for name, row in table.items() if name.startswith("A/B") and row["ours"] >= 0.95]
         print(f"\nsmallest difference diagnose detects in >= 95% of compares: "
               f"{detected[0].split()[1] if detected else 'none of those tried'}")
-        print(f"A/A budget {args.aa_budget:g} s x {args.aa}; A/B budget {args.budget:g} s x {args.ab} each; "
+        print(f"A/A budget {args.aa_budget:g} s x {args.aa}; A/B budget {args.budget:g} s x {args.ab} each, "
+              f"tail-only x {args.tail}; "
               f"total {time.time() - started:.0f} s")
 
 

@@ -85,12 +85,13 @@ def settle(max_s: float, busy_share: float = 0.2, window_s: float = 0.001) -> fl
     core over a `window_s` window, or `max_s` passed; return the seconds waited. A pool that spins after its run
     would otherwise steal the next cell's cores inside its timed region."""
     start = time.perf_counter()
-    while True:
+    while max_s > 0:
         cpu0, wall0 = time.process_time(), time.perf_counter()
         time.sleep(window_s)
         wall1 = time.perf_counter()
         if (time.process_time() - cpu0) < busy_share * (wall1 - wall0) or wall1 - start >= max_s:
             return wall1 - start
+    return 0.0
 
 
 class _CellRunner:

@@ -32,7 +32,7 @@ def causes(report: dict) -> list[str]:
 def test_default_pair_is_a_preprocessing_regression(tmp_path):
     """The README's first command: no --model, no --registry: the embedded default textclf v1 -> v2."""
     report = compare(tmp_path, "--old", "v1", "--new", "v2")
-    assert report["model"] == "textclf" and report["verdict"] == "regression"
+    assert report["model"] == "textclf" and report["verdict"] == "regression", (report["summary"], report["warnings"])
     assert report["latency"]["delta"]["p50_pct"] > 50
     assert report["attribution"]["model"]["share"] > 0.8
     top = report["hypotheses"][0]

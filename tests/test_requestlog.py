@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from diagnose.core.errors import CellUnavailable, UserError
-from diagnose.core.requestlog import describe, load_requests, validate
+from diagnose.core.requestlog import LOGGED_DTYPES, describe, load_requests, validate
 from profilers.runners import collate
 
 
@@ -53,8 +53,10 @@ def test_collate_pads_ragged_lists_with_zero():
     frame = pd.DataFrame({"ids": [[1, 2, 3], [4]], "score": [0.5, 1.5]})
     ids, score = collate(frame)
     assert ids.tolist() == [[1, 2, 3], [4, 0, 0]]
-    assert str(ids.dtype) == "torch.int64" and str(score.dtype) == "torch.float32"
+    assert str(ids.dtype) == "torch.int64" and str(score.dtype) == "torch.float64"  # the frame's own dtypes
     assert score.tolist() == [0.5, 1.5]
+    frame.attrs[LOGGED_DTYPES] = False  # a log with no dtypes of its own (CSV): float32 and int64
+    assert str(collate(frame)[1].dtype) == "torch.float32"
 
 
 def test_collate_pads_nested_ragged_lists():
