@@ -167,9 +167,10 @@ def _runs_as(entry: dict, threads: int | None) -> str:
     """How a variant was timed, which is how it would be deployed: its runtime, threads and session options."""
     details = entry.get("details") or {}
     if entry["family"] == "onnxruntime" and "intra_op_num_threads" in details:
-        spin = "pools spin" if details.get("allow_spinning", True) else "no spinning"
+        spin = "no spinning" if not details.get("allow_spinning", True) else \
+            "pools spin in a run" if details.get("spinning_stops_after_run") else "pools spin"
         extra = ", ".join(f"{k.removeprefix('session.')}={v}" for k, v in sorted((details.get("session_config") or {}).items())
-                          if "allow_spinning" not in k)
+                          if "spinning" not in k)
         return (f"ORT {details['intra_op_num_threads']}x{details.get('inter_op_num_threads', 1)} threads "
                 f"{details.get('execution_mode', 'sequential')}, {spin}" + (f", {extra}" if extra else ""))
     if entry["family"] == "config":

@@ -466,7 +466,8 @@ def _ort_details(ctx: _Context, session, level: str, threads: int, parallel: boo
     options = describe_session(threads, inter_op, ctx.base.manifest.serving.ort_session_config)
     return {"graph_optimization_level": level, "intra_op_num_threads": threads, "inter_op_num_threads": inter_op,
             "execution_mode": "parallel" if parallel else "sequential", "providers": session.get_providers(),
-            "allow_spinning": options["allow_spinning"], **({"session_config": options["config"]} if "config" in options else {})}
+            "allow_spinning": options["allow_spinning"], "spinning_stops_after_run": options["spinning_stops_after_run"],
+            "session_config": options["config"]}
 
 
 def _module_bytes(module) -> int | None:
