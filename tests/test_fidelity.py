@@ -177,27 +177,26 @@ def test_an_aa_compare_keeps_measuring_until_the_p99_is_settled(tmp_path):
 GPU_FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "signals" / "gpu"
 
 
-def _cuda_registry(tiny_registry: Path) -> Path:
+def _compare_cuda(tiny_registry: Path, tmp_path: Path, *options: str) -> tuple[dict, Path]:
     """Both versions declared as served on cuda, with a deployment whose recorded GPU was thermally throttled."""
+    import shutil
+
     for version in ("v1", "v2"):
         write_manifest(tiny_registry / "mlp" / version, serving={"threads": 1, "device": "cuda"},
                        deployment={"namespace": "serving", "selector": "app=mlp", "deployed_at": "2026-11-20T10:00:00Z"})
-    return tiny_registry
-
-
-@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the replay on a machine without a GPU")
-def test_a_cuda_manifest_is_replayed_on_cpu_with_a_warning(tiny_registry, tmp_path):
-    import shutil
-
     signals = tmp_path / "signals"
     signals.mkdir()
     shutil.copy(GPU_FIXTURES / "throttled.csv", signals / "nvidia-smi.csv")
     out = tmp_path / "run"
-    result = run_cli("compare", "--registry", str(_cuda_registry(tiny_registry)), "--old", "v1", "--new", "v2",
-                     "--budget", "2", "--no-profile", "--no-verify", "--signals", str(signals), "--out", str(out),
-                     "--json")
+    result = run_cli("compare", "--registry", str(tiny_registry), "--old", "v1", "--new", "v2", *options,
+                     "--signals", str(signals), "--out", str(out), "--json")
     assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
+    return json.loads(result.stdout), out
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the replay on a machine without a GPU")
+def test_a_cuda_manifest_is_replayed_on_cpu_with_a_warning(tiny_registry, tmp_path):
+    report, out = _compare_cuda(tiny_registry, tmp_path, "--budget", "2", "--no-profile", "--no-verify")
     assert report["verdict"] in ("regression", "improvement", "no_regression", "inconclusive")
     assert any("served on cuda but was replayed on cpu" in w and "not production's" in w for w in report["warnings"])
     versions = json.loads((out / "evidence" / "versions.json").read_text())
@@ -206,16 +205,7 @@ def test_a_cuda_manifest_is_replayed_on_cpu_with_a_warning(tiny_registry, tmp_pa
 
 
 def test_no_benchmark_diagnoses_from_the_signals_alone(tiny_registry, tmp_path):
-    import shutil
-
-    signals = tmp_path / "signals"
-    signals.mkdir()
-    shutil.copy(GPU_FIXTURES / "throttled.csv", signals / "nvidia-smi.csv")
-    out = tmp_path / "run"
-    result = run_cli("compare", "--registry", str(_cuda_registry(tiny_registry)), "--old", "v1", "--new", "v2",
-                     "--no-benchmark", "--signals", str(signals), "--out", str(out), "--json")
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
+    report, out = _compare_cuda(tiny_registry, tmp_path, "--no-benchmark")
     assert report["verdict"] == "not_measured" and report["latency"] is None and report["attribution"] is None
     assert "not measured here (--no-benchmark)" in report["summary"]
     assert report["evidence_sources"]["benchmark"]["status"] == "skipped"

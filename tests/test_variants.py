@@ -365,3 +365,29 @@ def test_missing_onnxruntime_makes_onnx_variants_unavailable(mlp, monkeypatch, t
     result = by_name(build_variants(base, samples, names=["torch-eager", "ort-all"], cache_dir=tmp_path / "cache"))
     assert result["torch-eager"].status == "ok"
     assert result["ort-all"].status == "unavailable" and result["ort-all"].reason.startswith("onnxruntime not installed")
+
+
+def test_ort_variants_are_timed_with_the_session_options_they_are_served_with(mlp):
+    """ORT's defaults (pools spin inside a run) unless the manifest sets its own; the benchmark adds only that the
+    spinning stops when a run returns, and the details (the variant table's `runs as`) say so."""
+    import dataclasses
+
+    from profilers.ort_session import NO_SPINNING, session_options
+
+    base, samples, built, cache, _, _ = mlp
+    details = by_name(built)["ort-all"].details
+    assert details["allow_spinning"] and details["spinning_stops_after_run"], details
+    options = session_options(2)
+    assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+    with pytest.raises(RuntimeError, match="does not have configuration"):  # left to ORT's default: spinning
+        options.get_session_config_entry("session.intra_op.allow_spinning")
+    serving = dataclasses.replace(base.manifest.serving, ort_session_config=NO_SPINNING)
+    configured = dataclasses.replace(base, manifest=dataclasses.replace(base.manifest, serving=serving))
+    variant = by_name(build_variants(configured, samples, ["ort-all"], cache_dir=cache))["ort-all"]
+    assert variant.status == "ok" and not variant.details["allow_spinning"]
+    assert variant.details["session_config"]["session.intra_op.allow_spinning"] == "0"
+    assert session_options(2, config=NO_SPINNING).get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    from diagnose.verify import _runs_as
+
+    assert _runs_as({"family": "onnxruntime", "details": details}, 2).endswith("pools spin in a run")
+    assert _runs_as({"family": "onnxruntime", "details": variant.details}, 2).endswith("no spinning")
