@@ -248,6 +248,8 @@ def analyze(run_dir: Path | RunFolder, allow_env_mismatch: bool = False) -> Repo
         cells={key: cell.to_dict() for key, cell in cells.items()}, environment_diff=env_diff,
         profile=profile and profile.to_dict(), drift=drift and drift.to_dict(),
         signals={s.name: evidence[s.name] for s in sources.signal_sources()},
+        run={"model": run.get("model"), "old": run.get("old"), "new": run.get("new"), "registry": run.get("registry"),
+             "dir": str(folder.path)},
     )
     hypotheses, rule_errors = rank(ctx)
     warnings += [f"cause rule {e.rule} failed ({e.error}); its causes are not ranked" for e in rule_errors]

@@ -16,6 +16,7 @@ from typing import Callable
 
 from diagnose.core.errors import first_line
 from diagnose.core.report import Hypothesis, RuleError
+from diagnose.next_steps import runnable
 
 NOT_SIGNIFICANT_CAP = 0.5
 PRECISION_DROP = 0.15  # a fall in the share of low-precision op time that counts as a precision change
@@ -35,6 +36,7 @@ class Context:
     profile: dict | None = None  # report["profile"]: trace-diff findings and signals, None when not profiled
     signals: dict = field(default_factory=dict)  # source -> evidence dict (cgroup, gpu, kubernetes) with status "ok"
     drift: dict | None = None  # report["drift"]: schema changes, drifted features, the latency tie; None when not run
+    run: dict = field(default_factory=dict)  # run.json's model, old, new, registry and the run folder (`dir`)
 
     def signal(self, source: str) -> dict:
         """The `data` of an evidence source that is ok, else {}."""
@@ -451,5 +453,6 @@ def rank(ctx: Context, rules: tuple[Rule, ...] | None = None) -> tuple[list[Hypo
         score = max(0.0, min(1.0, hypothesis.score))
         if ctx.verdict != "regression":
             score = min(score, NOT_SIGNIFICANT_CAP)
-        found.append(replace(hypothesis, score=round(score, 3)))
+        steps = tuple(hypothesis.next_steps) + tuple(runnable(hypothesis.cause, ctx))  # the words, then commands
+        found.append(replace(hypothesis, score=round(score, 3), next_steps=steps))
     return sorted(found, key=lambda h: (-h.score, h.cause)), errors

@@ -121,8 +121,12 @@ def render(report: Report) -> str:
     for rank, hyp in enumerate(likely, 1):
         lines.append(f"{rank}. **{hyp.cause}** (score {hyp.score:.2f}): {hyp.summary}")
         lines += [f"   - {item}" for item in hyp.evidence]
-        if hyp.next_steps:
-            lines.append("   - Next: " + "; ".join(hyp.next_steps))
+        words = [step for step in hyp.next_steps if not step.startswith(("$ ", "PromQL: "))]
+        commands = [step for step in hyp.next_steps if step.startswith(("$ ", "PromQL: "))]
+        if words:
+            lines.append("   - Next: " + "; ".join(words))
+        lines += [f"   - Run: `{step.removeprefix('$ ')}`" if step.startswith("$ ") else f"   - Query: `{step[8:]}`"
+                  for step in commands]
     if unsupported:
         lines += ["", f"Not supported by the evidence (score below {LIKELY_MIN_SCORE:g}; report.json keeps them):", ""]
         lines += [f"- {hyp.cause} (score {hyp.score:.2f}): {hyp.summary}" for hyp in unsupported]

@@ -38,6 +38,8 @@ def _latency_lines(report: Report) -> list[str]:
 
 
 def render(report: Report, top: int = 3) -> str:
+    """The verdict and figures, then the top `top` likely causes, each with its first two pieces of evidence and
+    the first command that checks it (report.md and report.json hold all of them)."""
     lines = [f"{report.verdict.upper()}: {report.summary}"]
     if report.latency:
         lines += _latency_lines(report)
@@ -57,6 +59,10 @@ def render(report: Report, top: int = 3) -> str:
         lines.append("  likely causes:")
         for hyp in likely[:top]:
             lines.append(f"    {hyp.score:.2f}  {hyp.cause}: {hyp.summary}")
+            lines += [f"          because: {line}" for line in hyp.evidence[:2]]
+            command = next((step for step in hyp.next_steps if step.startswith(("$ ", "PromQL: "))), None)
+            if command:
+                lines.append(f"          next: {command}")
     elif unsupported:
         lines.append("  likely causes: none that the evidence points at")
     if unsupported:

@@ -129,3 +129,73 @@ def test_unavailable_signals_rank_nothing():
     ctx = context()
     ctx.signals = {"gpu": {"status": "unavailable", "reason": "no GPU"}, "kubernetes": {"status": "error", "reason": "403"}}
     assert not {h.cause for h in rank(ctx)} & {"gpu.clock_throttling", "gpu.contention", "runtime.memory_pressure"}
+
+
+# --- next steps you can run --------------------------------------------------------------------------------------
+
+
+RUN = {"model": "intent", "old": "v7", "new": "v8", "registry": "/srv/models", "dir": "/tmp/runs/r1"}
+
+
+def throttled(namespace="ml-prod", selector="app=intent,tier in (web,api)", pod_regex="intent-serving-.+"):
+    ctx = context(new={**version(), "deployment": {"namespace": namespace, "selector": selector}})
+    ctx.run = dict(RUN)
+    ctx.signals = {"prometheus": {"status": "ok", "summary": ["throttled"],
+                                  "data": {"throttled_ratio": {"before": 0.02, "after": 0.45},
+                                           "target": {"namespace": namespace, "pod_regex": pod_regex}}}}
+    return ctx
+
+
+def test_each_cause_has_commands_and_every_command_is_one_a_shell_takes():
+    import shlex
+
+    from diagnose.next_steps import COMMANDS
+
+    assert set(COMMANDS) == set(CAUSES)  # every cause id the rules may return has runnable steps
+    ctx = throttled()
+    for cause in CAUSES:
+        from diagnose.next_steps import runnable
+
+        steps = runnable(cause, ctx)
+        assert steps, cause
+        for step in steps:
+            assert step.startswith(("$ ", "PromQL: ")), step
+            if step.startswith("$ "):
+                shlex.split(step[2:], comments=True)  # quoted so that a shell reads it as written
+
+
+def test_cpu_throttling_next_steps_read_the_limits_and_the_throttling_of_these_pods():
+    ranked = rank(throttled())
+    cpu = next(h for h in ranked if h.cause == "runtime.cpu_throttling")
+    kubectl = next(s for s in cpu.next_steps if s.startswith("$ kubectl"))
+    assert "-n ml-prod" in kubectl and "-l 'app=intent,tier in (web,api)'" in kubectl and "limits.cpu" in kubectl
+    promql = next(s for s in cpu.next_steps if s.startswith("PromQL: "))
+    assert 'container_cpu_cfs_throttled_periods_total{namespace="ml-prod", pod=~"intent-serving-.+"}' in promql
+    assert cpu.next_steps[0] == "Compare the new version's CPU use per request with the pod's CPU limit"  # words first
+
+
+def test_model_side_next_steps_name_the_versions_registry_and_traces():
+    ctx = context(new=version(preprocess_sha256="q" * 64, artifact_sha256="b" * 64, param_count=4000))
+    ctx.run = dict(RUN)
+    ctx.profile = {"traces": {"old": "profile/old-v7/a.pt.trace.json.gz", "new": "profile/new-v8/b.pt.trace.json.gz"},
+                   "findings": [], "totals": {"old_precision": {"low_precision_share": 0},
+                                              "new_precision": {"low_precision_share": 0}}}
+    ranked = {h.cause: h for h in rank(ctx)}
+    pre = ranked["preprocessing.change"].next_steps
+    assert "$ diagnose compare --registry /srv/models --model intent --old v7 --new v8 --verify" in pre[-1]
+    model = ranked["model.compute_increase"].next_steps
+    assert model[-1] == ("$ diagnose diff-traces /tmp/runs/r1/profile/old-v7/a.pt.trace.json.gz "
+                         "/tmp/runs/r1/profile/new-v8/b.pt.trace.json.gz")
+    embedded = context(new=version(preprocess_sha256="q" * 64))
+    embedded.run = {**RUN, "registry": "embedded registry (/root/.cache/diagnose/registry-1)"}
+    assert "--registry" not in rank(embedded)[0].next_steps[-1]
+
+
+def test_without_a_deployment_there_is_no_kubectl_and_without_a_run_no_command():
+    ctx = throttled(selector=None)
+    ctx.versions["new"]["deployment"] = {}
+    cpu = next(h for h in rank(ctx) if h.cause == "runtime.cpu_throttling")
+    assert not any(s.startswith("$ kubectl") for s in cpu.next_steps)
+    ctx.run = {}
+    cpu = next(h for h in rank(ctx) if h.cause == "runtime.cpu_throttling")
+    assert all(not s.startswith(("$ ", "PromQL: ")) for s in cpu.next_steps)

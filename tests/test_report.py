@@ -39,7 +39,11 @@ def test_an_old_run_folder_gives_the_same_verdict_figures_and_causes(saved_run):
     assert after["latency"]["tail"]["verdict"] in ("regression", "unsettled") and after["regression_kind"] == "median"
     assert after["attribution"] == before["attribution"]
     assert [(h["cause"], h["score"]) for h in after["hypotheses"]] == [(h["cause"], h["score"]) for h in before["hypotheses"]]
-    assert after["hypotheses"] == before["hypotheses"]
+    # the same hypotheses; their next steps now end with commands to run (diagnose.next_steps)
+    for h_after, h_before in zip(after["hypotheses"], before["hypotheses"], strict=True):
+        assert {**h_after, "next_steps": None} == {**h_before, "next_steps": None}
+        assert h_after["next_steps"][:len(h_before["next_steps"])] == h_before["next_steps"]
+    assert any(step.startswith("$ diagnose compare") for step in after["hypotheses"][0]["next_steps"])
     # the same fix; each variant row now also says how it was timed (report.json 2.2)
     assert [{k: v for k, v in r.items() if k != "runs_as"} for r in after["fix"]["variants"]] == before["fix"]["variants"]
     assert {**after["fix"], "variants": None} == {**before["fix"], "variants": None}
