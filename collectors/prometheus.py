@@ -3,7 +3,8 @@
 The series an on-call engineer already has in Prometheus tell whether the machine around the model changed when
 the new version went out: cAdvisor's CFS counters (a CPU limit that throttles the new model), working set vs
 the limit kube-state-metrics reports (a model that no longer fits), OOM events and restarts, DCGM's clocks and
-throttle reasons (a GPU that clocks down), and the serving latency histogram itself, with the moment its p99
+throttle reasons (a GPU that clocks down), and the serving system's own latency (Triton, TorchServe, TF Serving,
+KServe, MLServer, Seldon, BentoML, OVMS or generic HTTP: the presets of `serving_metrics`), with the moment its p99
 jumped.
 
 Two ways in, one result (`prometheus_evidence`):

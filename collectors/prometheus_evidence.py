@@ -19,7 +19,7 @@ from diagnose.core.evidence import Evidence
 from diagnose.core.times import parse_time
 
 SOURCE = "prometheus"
-DEFAULT_LATENCY_METRIC = "http_request_duration_seconds"
+DEFAULT_LATENCY_METRIC = "http_request_duration_seconds"  # the generic preset's (serving_metrics.PRESETS "http")
 WINDOW = timedelta(hours=1)
 STEP_S = 30
 ALIGN_TOLERANCE_S = 600     # a change point this close to the deploy "lines up" with it
@@ -31,7 +31,7 @@ def window_seconds(window) -> float:
 
 
 def prometheus_evidence(series: dict[SeriesKey, Series], deployed_at, *, target: Target | None = None,
-                        latency_metric: str = DEFAULT_LATENCY_METRIC, window=WINDOW, step_s: int = STEP_S,
+                        latency_metric: str | None = None, window=WINDOW, step_s: int = STEP_S,
                         tolerance_s: float = ALIGN_TOLERANCE_S, origin: dict | None = None,
                         lookback_s: float | None = None, extra_notes: list[str] | tuple = (),
                         parse_stats: dict | None = None, pods: PodSelection | None = None,
@@ -164,12 +164,9 @@ def _summary(d: dict, pods_line: str | None = None) -> list[str]:
         before = f" ({g['util_pct']['before']:.0f}% before)" if g["util_pct"]["before"] is not None else ""
         lines.append(f"GPU {g['util_pct']['after']:.0f}% busy after the deploy{before}")
     lat = d["latency"]
-    p99, p50 = lat["p99_ms"], lat["p50_ms"]
-    if p99["after"] is not None and p99["before"] is not None:
-        lines.append(f"p99 latency {ms_text(p99['before'])} -> {ms_text(p99['after'])} ms (p50 {ms_text(p50['before'])} -> "
-                     f"{ms_text(p50['after'])} ms), the hour before the deploy vs the hour after")
-    elif p99["after"] is not None:
-        lines.append(f"p99 latency {ms_text(p99['after'])} ms after the deploy (p50 {ms_text(p50['after'])} ms); none before")
+    line = _latency_line(lat)
+    if line:
+        lines.append(line)
     cp = lat["change_point"]
     if cp:
         at = datetime.strptime(cp["at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
@@ -188,3 +185,34 @@ def _summary(d: dict, pods_line: str | None = None) -> list[str]:
         lines.append(pods_line)
     lines.extend(d["notes"])
     return lines
+
+
+def _latency_line(lat: dict) -> str | None:
+    """"average request latency 12 -> 30 ms from Triton nv_inference_request_duration_us (counters); queue 1.0 ->
+    19 ms, compute 11 -> 11 ms, the hour before the deploy vs the hour after": the headline statistic (p99 from
+    quantiles, else the counters' average), where it came from, and the parts the server splits."""
+    p99, p50, avg = lat["p99_ms"], lat["p50_ms"], lat.get("avg_ms") or {"before": None, "after": None}
+    average = lat.get("statistic") == "average"
+    fig, head = (avg, "average request latency") if average else (p99, "p99 latency")
+    if fig["after"] is None:
+        return None
+    if fig["before"] is not None:
+        line = f"{head} {ms_text(fig['before'])} -> {ms_text(fig['after'])} ms"
+        if not average and p50["before"] is not None and p50["after"] is not None:
+            line += f" (p50 {ms_text(p50['before'])} -> {ms_text(p50['after'])} ms)"
+    else:
+        line = f"{head} {ms_text(fig['after'])} ms after the deploy"
+        if not average and p50["after"] is not None:
+            line += f" (p50 {ms_text(p50['after'])} ms)"
+    if lat.get("server"):
+        who = "" if lat["server"] == "user" else f"{lat['server_label']} "
+        line += f" from {who}{lat['metric']} ({'counters' if average else 'quantiles'})"
+    parts = []
+    for role in ("queue", "compute", "preprocess", "postprocess"):
+        part = lat.get(role)
+        if part and part["before"] is not None and part["after"] is not None:
+            stat = "" if part["statistic"] == "average" else f" {part['statistic']}"
+            parts.append(f"{role}{stat} {ms_text(part['before'])} -> {ms_text(part['after'])} ms")
+    if parts:
+        line += "; " + ", ".join(parts)
+    return line + (", the hour before the deploy vs the hour after" if fig["before"] is not None else "; none before")

@@ -17,6 +17,7 @@ from collectors.prometheus_change_points import change_points
 from collectors.prometheus_format import bytes_text, iso_time, rounded
 from collectors.prometheus_math import counter_deltas, histogram_quantile, increase, make_grid
 from collectors.prometheus_selection import CADVISOR, DCGM, KSM, Target
+from collectors.serving_metrics import COUNTERS, HISTOGRAM, SUMMARY, Preset, detect, sample_names, unit_to_ms
 
 THROTTLING_HIGH = 0.25      # kubernetes-mixin's CPUThrottlingHigh threshold
 MIN_STEP_PCT = 10.0         # a smaller shift in p99 is not called a jump
@@ -193,9 +194,118 @@ def gpu_numbers(group: dict, w: Windows, notes: list[str], target: Target) -> di
     }
 
 
-def latency_numbers(group: dict, w: Windows, notes: list[str], target: Target, metric: str, tolerance_s: float) -> dict:
-    """The latency histogram: p50/p99 per window, the p99 timeline and where it jumped."""
-    to_ms = 1.0 if metric.endswith(("_milliseconds", "_ms")) else 1000.0
+def _empty(metric: str | None) -> dict:
+    return {"metric": metric, "p50_ms": {"before": None, "after": None}, "p99_ms": {"before": None, "after": None},
+            "requests": {"before": None, "after": None}, "change_point": None, "change_points": [], "timeline": None}
+
+
+def latency_numbers(group: dict, w: Windows, notes: list[str], target: Target, user_metric: str | None,
+                    tolerance_s: float) -> dict:
+    """The serving system's latency (collectors/serving_metrics.py picks the preset): p50/p99 per window from
+    a histogram or a summary, else the average from counters; the p99 timeline and its change point (histograms);
+    and the queue/compute (pre/postprocess) parts where the server splits them. Keys: `server`, `metric`,
+    `statistic` ("quantiles" or "average"), `unit` ("ms"), `p50_ms`, `p99_ms`, `avg_ms`, `requests`, the parts'
+    roles, `change_point(s)`, `timeline`."""
+    preset = detect(group, user_metric)
+    if user_metric and (preset is None or preset.name != "user"):
+        instead = f"; read {preset.label}'s {preset.metric} instead" if preset else ""
+        notes.append(f"no {user_metric} series (histogram, summary or _sum/_count counters) for "
+                     f"{target.describe()}{instead}")
+    if preset is None:
+        if not user_metric:
+            notes.append(f"no serving latency series for {target.describe()} (none of the serving presets' "
+                         "metrics, docs/signals.md): latency unknown")
+        return {"server": None, "server_label": None, "statistic": None, "unit": "ms", **_empty(user_metric),
+                "avg_ms": _nones()}
+    if preset.name == "user" and not unit_to_ms(user_metric)[1]:
+        notes.append(f"{user_metric}: no unit suffix (_seconds, _ms, _us): taken as seconds")
+    out = {"server": preset.name, "server_label": preset.label, "statistic": "average" if preset.kind == COUNTERS
+           else "quantiles", "unit": "ms", **_component(preset, preset.metric, preset.count, group, w, notes, target,
+                                                        tolerance_s)}
+    names = {name for name, _ in group}
+    for role, metric in preset.parts:
+        if not names & set(sample_names(metric, preset.kind)):
+            continue  # the server does not export this part here
+        part = _component(preset, metric, preset.count, group, w, [], target, tolerance_s)
+        if preset.kind == COUNTERS:
+            out[role] = {"metric": metric, "statistic": "average", **part["avg_ms"]}
+        else:
+            out[role] = {"metric": metric, "statistic": "p99", **part["p99_ms"]}
+    if preset.name == "torchserve" and "queue" in out:  # its inference latency includes the queue
+        total, queue = out["avg_ms"], out["queue"]
+        out["compute"] = {"metric": f"{preset.metric} - {queue['metric']}", "statistic": "average",
+                          **{s: rounded(total[s] - queue[s], 2) if total[s] is not None and queue[s] is not None
+                             else None for s in ("before", "after")}}
+    return out
+
+
+def _nones() -> dict:
+    return {"before": None, "after": None}
+
+
+def _component(preset: Preset, metric: str, count: str | None, group: dict, w: Windows, notes: list[str],
+               target: Target, tolerance_s: float) -> dict:
+    if preset.kind == HISTOGRAM:
+        return {**_histogram(group, w, notes, target, metric, preset.to_ms, tolerance_s), "avg_ms": _nones()}
+    if preset.kind == SUMMARY:
+        return {**_summary(group, w, notes, target, metric, preset.to_ms), "avg_ms": _nones()}
+    return _counters(group, w, notes, target, metric, count, preset.to_ms)
+
+
+def _summary(group: dict, w: Windows, notes: list[str], target: Target, metric: str, to_ms: float) -> dict:
+    """A summary's own quantiles: per window, the mean of the quantile over its points and series; requests
+    from `_count`."""
+    out = _empty(metric)
+    found = False
+    for q, key in ((0.5, "p50_ms"), (0.99, "p99_ms")):
+        rows = [v for (name, labels), v in group.items() if name == metric and _quantile(labels) == q]
+        if not rows:
+            continue
+        found = True
+        matrix = np.vstack(rows)
+        for side, mask in w.gauge_masks():
+            cols = matrix[:, mask]
+            if np.any(~np.isnan(cols)):
+                out[key][side] = rounded(float(np.nanmean(cols)) * to_ms, 2)
+    if not found:
+        notes.append(f"no {metric} quantile 0.5 or 0.99 series for {target.describe()}: latency unknown")
+    counts = [v for (name, _), v in group.items() if name == f"{metric}_count"]
+    for side, mask in w.masks():
+        incs = [x for v in counts if (x := increase(v, w.grid, mask)) is not None]
+        out["requests"][side] = int(round(sum(incs))) if incs else None
+    return out
+
+
+def _quantile(labels) -> float | None:
+    try:
+        return float(dict(labels).get("quantile", "nan"))
+    except ValueError:
+        return None
+
+
+def _counters(group: dict, w: Windows, notes: list[str], target: Target, metric: str, count: str | None,
+              to_ms: float) -> dict:
+    """A cumulative time counter over a request counter: the average per window, increase(time) /
+    increase(requests) summed over the deployment's series (reset-aware)."""
+    out = {**_empty(metric), "avg_ms": _nones()}
+    times = [v for (name, _), v in group.items() if name == metric]
+    counts = [v for (name, _), v in group.items() if name == count]
+    if not times or not counts:
+        notes.append(f"no {metric} and {count} series for {target.describe()}: latency unknown")
+        return out
+    for side, mask in w.masks():
+        t = [x for v in times if (x := increase(v, w.grid, mask)) is not None]
+        n = [x for v in counts if (x := increase(v, w.grid, mask)) is not None]
+        if t and n:
+            out["requests"][side] = int(round(sum(n)))
+            if sum(n) > 0:
+                out["avg_ms"][side] = rounded(sum(t) / sum(n) * to_ms, 2)
+    return out
+
+
+def _histogram(group: dict, w: Windows, notes: list[str], target: Target, metric: str, to_ms: float,
+               tolerance_s: float) -> dict:
+    """A latency histogram: p50/p99 per window, the p99 timeline and where it jumped."""
     by_le: dict[float, list[np.ndarray]] = {}
     for (name, labels), v in group.items():
         if name != f"{metric}_bucket":
@@ -209,9 +319,7 @@ def latency_numbers(group: dict, w: Windows, notes: list[str], target: Target, m
     # sum by (le) over the series, step by step; a step where no series has an increase stays NaN
     per_le = {le: np.where(np.all(np.isnan(np.vstack(rows)), axis=0), np.nan, np.nansum(np.vstack(rows), axis=0))
               for le, rows in by_le.items()}
-    out: dict = {"metric": metric, "p50_ms": {"before": None, "after": None}, "p99_ms": {"before": None, "after": None},
-                 "requests": {"before": None, "after": None}, "change_point": None, "change_points": [],
-                 "timeline": None}
+    out = _empty(metric)
     if not per_le:
         notes.append(f"no {metric}_bucket series for {target.describe()}: latency unknown")
         return out

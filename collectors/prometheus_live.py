@@ -18,7 +18,6 @@ import numpy as np
 from collectors.openmetrics import MAX_SERIES_PER_METRIC, Series, SeriesKey
 from collectors.prometheus_evidence import (
     ALIGN_TOLERANCE_S,
-    DEFAULT_LATENCY_METRIC,
     SOURCE,
     STEP_S,
     WINDOW,
@@ -87,7 +86,7 @@ class PrometheusCollector:
 
     def __init__(self, url: str, namespace: str | None = None, pod_regex: str | None = None,
                  container: str | None = None, deployed_at=None, window=WINDOW,
-                 latency_metric: str = DEFAULT_LATENCY_METRIC, timeout_s: float = 10, http=None, *,
+                 latency_metric: str | None = None, timeout_s: float = 10, http=None, *,
                  step_s: int = STEP_S, tolerance_s: float = ALIGN_TOLERANCE_S, headers: dict | None = None,
                  max_series_per_metric: int = MAX_SERIES_PER_METRIC, selector: str | None = None,
                  deployment_name: str | None = None):
@@ -106,8 +105,10 @@ class PrometheusCollector:
     def from_deployment(cls, url: str, deployment: dict, **kwargs) -> PrometheusCollector:
         """From a manifest's `deployment` mapping: namespace, container, deployed_at, `pod_regex` (the pods, as
         given), `selector` (the pods by their labels in kube_pod_labels, else a guess from the names) and `name`
-        (the Deployment's, for the guess)."""
+        (the Deployment's, for the guess), and `latency_metric` (tried before the serving presets; a
+        `latency_metric` keyword wins)."""
         name = deployment.get("name")
+        kwargs.setdefault("latency_metric", deployment.get("latency_metric") or None)
         return cls(url, deployment.get("namespace"), deployment.get("pod_regex") or None, deployment.get("container"),
                    deployment.get("deployed_at"), selector=deployment.get("selector"),
                    deployment_name=name if isinstance(name, str) and name else None, **kwargs)

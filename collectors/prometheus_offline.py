@@ -11,7 +11,6 @@ from pathlib import Path
 from collectors.openmetrics import MAX_SERIES_PER_METRIC, Series, SeriesKey, read_openmetrics, write_openmetrics
 from collectors.prometheus_evidence import (
     ALIGN_TOLERANCE_S,
-    DEFAULT_LATENCY_METRIC,
     STEP_S,
     WINDOW,
     prometheus_evidence,
@@ -26,7 +25,7 @@ from diagnose.core.times import parse_time
 
 
 def read_offline(path, deployed_at, container: str | None = None, pod_regex: str | None = None,
-                 latency_metric: str = DEFAULT_LATENCY_METRIC, *, namespace: str | None = None, window=WINDOW,
+                 latency_metric: str | None = None, *, namespace: str | None = None, window=WINDOW,
                  step_s: int = STEP_S, tolerance_s: float = ALIGN_TOLERANCE_S,
                  max_series_per_metric: int = MAX_SERIES_PER_METRIC, selector: str | None = None,
                  deployment_name: str | None = None) -> Evidence:

@@ -1,7 +1,8 @@
 """Which Prometheus series are the deployment's: the metric names read, the `Target`, and the PromQL sent.
 
 cAdvisor's and kube-state-metrics' container series are matched on namespace, pod and container; DCGM's GPU
-series on the pod holding the GPU; the latency histogram on namespace and pod. The same `Target` picks series
+series on the pod holding the GPU; the serving latency series (every preset's of collectors/serving_metrics.py,
+the user's `latency_metric` first) on namespace and pod. The same `Target` picks series
 out of a recorded file (`select_series`) and writes the live query_range selectors (`promql_selectors`).
 """
 
@@ -11,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 from collectors.openmetrics import Series, SeriesKey
+from collectors.serving_metrics import candidates
 from diagnose.core.errors import UserError
 
 CADVISOR = ("container_cpu_cfs_throttled_periods_total", "container_cpu_cfs_periods_total",
@@ -117,8 +119,14 @@ def pods_seen_selector(namespace: str | None) -> str:
     return f"count by (namespace, pod, exported_namespace, exported_pod) ({inner})"
 
 
-def promql_selectors(target: Target, latency_metric: str) -> dict[str, str]:
-    """The query_range expressions the live collector sends, one per group of metrics."""
+def latency_names(latency_metric: str | None) -> tuple[str, ...]:
+    """The sample names of the latency group: the user's metric's first, then every serving preset's."""
+    return tuple(dict.fromkeys(n for p in candidates(latency_metric) for n in p.series_names()))
+
+
+def promql_selectors(target: Target, latency_metric: str | None) -> dict[str, str]:
+    """The query_range expressions the live collector sends, one per group of metrics (the latency one a
+    single name regex over every serving preset's series)."""
 
     def sel(names, matchers) -> str:
         return "{" + ",".join([f"__name__=~{promql_string('|'.join(names))}", *matchers]) + "}"
@@ -139,13 +147,13 @@ def promql_selectors(target: Target, latency_metric: str) -> dict[str, str]:
     return {
         "containers": sel(CADVISOR + KSM, pod + container),
         "gpu": gpu,
-        "latency": sel(tuple(f"{latency_metric}_{s}" for s in ("bucket", "count", "sum")), pod),
+        "latency": sel(latency_names(latency_metric), pod),
     }
 
 
-def select_series(series: dict[SeriesKey, Series], target: Target, latency_metric: str) -> dict[str, dict]:
+def select_series(series: dict[SeriesKey, Series], target: Target, latency_metric: str | None) -> dict[str, dict]:
     """Split series into the groups the math reads: `containers`, `gpu`, `latency`."""
-    latency_names = {f"{latency_metric}_bucket", f"{latency_metric}_count", f"{latency_metric}_sum"}
+    latency = set(latency_names(latency_metric))
     out: dict[str, dict] = {"containers": {}, "gpu": {}, "latency": {}}
     for key, value in series.items():
         name, labels = key[0], dict(key[1])
@@ -155,7 +163,7 @@ def select_series(series: dict[SeriesKey, Series], target: Target, latency_metri
         elif name in DCGM:
             if target.gpu_ok(labels):
                 out["gpu"][key] = value
-        elif name in latency_names and target.pod_ok(labels):
+        elif name in latency and target.pod_ok(labels):
             out["latency"][key] = value
     return out
 
@@ -163,7 +171,7 @@ def select_series(series: dict[SeriesKey, Series], target: Target, latency_metri
 def make_target(namespace, pod_regex, container, latency_metric, where, pods_text: str | None = None) -> Target:
     """The user's settings as a Target; a UserError naming `where` (the file or the URL) and the setting when a
     metric name or a pod regex would only fail later, inside Prometheus or the series math."""
-    if not _METRIC_NAME.match(latency_metric or ""):
+    if latency_metric is not None and not _METRIC_NAME.match(latency_metric):
         raise UserError(f"{latency_metric!r} is not a Prometheus metric name", where, "latency_metric")
     try:
         return Target(namespace, pod_regex, container, pods_text)

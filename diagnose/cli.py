@@ -153,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="Prometheus to query around the manifest's deployment.deployed_at (docs/signals.md)")
     compare.add_argument("--prometheus-auth", type=Path, metavar="FILE",
                          help="Prometheus credentials: a file of one line, user:password or a bearer token (docs/signals.md)")
+    compare.add_argument("--latency-metric", metavar="NAME",
+                         help="latency metric to read before the serving presets (a histogram, summary or "
+                              "<name>_sum/_count counters, unit from its suffix); wins over "
+                              "deployment.latency_metric (docs/signals.md)")
     verify = compare.add_mutually_exclusive_group()
     verify.add_argument("--verify", dest="verify", action="store_true", default=None,
                         help="always build and time optimized variants of the new version (default: when the model side "
@@ -203,6 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("--prometheus", metavar="URL", help="Prometheus base URL")
     collect.add_argument("--prometheus-auth", type=Path, metavar="FILE",
                          help="Prometheus credentials: a file of one line, user:password or a bearer token (docs/signals.md)")
+    collect.add_argument("--latency-metric", metavar="NAME",
+                         help="latency metric to read before the serving presets (a histogram, summary or "
+                              "<name>_sum/_count counters, unit from its suffix); wins over "
+                              "deployment.latency_metric (docs/signals.md)")
     collect.add_argument("--gpu-seconds", type=_positive_float, default=5.0, help="seconds of NVML sampling (default 5)")
     collect.add_argument("--out", type=Path, required=True, help="folder to write (usable as --signals)")
     collect.set_defaults(handler=_collect)
@@ -275,7 +283,7 @@ def _print_report(report, fmt: str) -> None:
 
 def _compare(args: argparse.Namespace) -> int:
     from diagnose.compare import CompareOptions, run_compare
-    from diagnose.sources import prometheus_access
+    from diagnose.sources import latency_metric_option, prometheus_access
 
     options = CompareOptions(
         old=args.old, new=args.new, model=args.model, registry=args.registry,
@@ -283,6 +291,7 @@ def _compare(args: argparse.Namespace) -> int:
         factorial=not args.no_factorial, profile=not args.no_profile, benchmark=not args.no_benchmark,
         out=args.out, signals=args.signals,
         prometheus=prometheus_access(args.prometheus, args.prometheus_auth),
+        latency_metric=latency_metric_option(args.latency_metric),
         allow_env_mismatch=args.allow_env_mismatch, verify=args.verify,
         variants=tuple(args.variants) if args.variants else None, verify_budget_s=args.verify_budget,
         argv=tuple(sys.argv),
@@ -320,13 +329,14 @@ def _collect(args: argparse.Namespace) -> int:
     from diagnose.core.runfolder import make_dir
     from diagnose.registry import resolve_registry
     from diagnose.signals import collect_live, sample_for
-    from diagnose.sources import prometheus_access
+    from diagnose.sources import latency_metric_option, prometheus_access
 
+    latency_metric = latency_metric_option(args.latency_metric)
     prometheus = prometheus_access(args.prometheus, args.prometheus_auth)
     registry = resolve_registry(args.registry)
     manifest = registry.manifest(args.model or registry.default_model(), args.version)
     make_dir(args.out)
-    found = collect_live(manifest, args.out, prometheus) | sample_for(args.gpu_seconds, args.out)
+    found = collect_live(manifest, args.out, prometheus, latency_metric) | sample_for(args.gpu_seconds, args.out)
     for source, evidence in sorted(found.items()):
         print(f"{source}: {evidence.status}" + (f" ({evidence.reason})" if evidence.reason else ""))
         for line in evidence.summary:

@@ -41,6 +41,7 @@ class CompareOptions:
     allow_env_mismatch: bool = False
     signals: Path | None = None
     prometheus: PrometheusAccess | None = None  # sources.prometheus_access: the URL and its credentials
+    latency_metric: str | None = None  # --latency-metric: wins over the manifest's deployment.latency_metric
     verify: bool | None = None  # None: when the model side leads a settled regression (verify.model_side_leads)
     variants: tuple[str, ...] | None = None  # None: verify.COMPARE_VARIANTS
     verify_budget_s: float | None = None  # None: min(12 s, budget_s)

@@ -23,8 +23,10 @@ from diagnose.core.errors import UserError
 from diagnose.core.evidence import Evidence, collect_safely
 
 
-def collect_offline(folder: Path, deployment: dict | None) -> dict[str, Evidence]:
-    """Evidence from the recorded files in `folder`, windowed on the manifest's `deployment` section."""
+def collect_offline(folder: Path, deployment: dict | None, latency_metric: str | None = None) -> dict[str, Evidence]:
+    """Evidence from the recorded files in `folder`, windowed on the manifest's `deployment` section
+    (`latency_metric`, --latency-metric, wins over its `latency_metric`)."""
+    deployment = sources.with_latency_metric(deployment, latency_metric)
     found: dict[str, Evidence] = {}
     for source in sources.signal_sources():
         if source.offline is None:
@@ -53,11 +55,13 @@ def copy_into(target: Path, folder: Path) -> Path:
     return target
 
 
-def collect_live(manifest, out: Path, prometheus: sources.PrometheusAccess | None) -> dict[str, Evidence]:
+def collect_live(manifest, out: Path, prometheus: sources.PrometheusAccess | None,
+                 latency_metric: str | None = None) -> dict[str, Evidence]:
     """The manifest's deployment read from the cluster (kubeconfig or in-cluster) and from Prometheus
     (`prometheus`: its URL and credentials, `sources.prometheus_access`); what was read is saved into `out` in the
-    offline formats, so it can be given to --signals."""
-    ctx = sources.LiveContext(manifest=manifest, out=Path(out), prometheus=prometheus)
+    offline formats, so it can be given to --signals. `latency_metric` (--latency-metric) wins over the
+    deployment's."""
+    ctx = sources.LiveContext(manifest=manifest, out=Path(out), prometheus=prometheus, latency_metric=latency_metric)
     return {source.name: source.live(ctx) for source in sources.signal_sources() if source.live is not None}
 
 

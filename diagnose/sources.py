@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
@@ -104,6 +105,24 @@ class LiveContext:
     manifest: object
     out: Path
     prometheus: PrometheusAccess | None = None
+    latency_metric: str | None = None  # --latency-metric, over the deployment's latency_metric
+
+
+def latency_metric_option(name: str | None) -> str | None:
+    """--latency-metric NAME: None when not given; a UserError (exit 2) when NAME is not a Prometheus metric name."""
+    if name is None:
+        return None
+    if not re.fullmatch(r"[a-zA-Z_:][a-zA-Z0-9_:]*", name):
+        raise UserError(f"--latency-metric: {name!r} is not a Prometheus metric name")
+    return name
+
+
+def with_latency_metric(deployment: dict | None, latency_metric: str | None) -> dict:
+    """The deployment, its latency_metric replaced by --latency-metric's when one was given."""
+    deployment = dict(deployment or {})
+    if latency_metric:
+        deployment["latency_metric"] = latency_metric
+    return deployment
 
 
 @dataclass(frozen=True)
@@ -163,6 +182,7 @@ def _prometheus_offline(folder: Path, deployment: dict) -> Evidence:
     name = deployment.get("name")
     return read_offline(folder / "metrics.om", parse_time(deployment.get("deployed_at")),
                         container=deployment.get("container"), namespace=deployment.get("namespace"),
+                        latency_metric=deployment.get("latency_metric") or None,
                         pod_regex=deployment.get("pod_regex") or None, selector=deployment.get("selector"),
                         deployment_name=name if isinstance(name, str) and name else None)
 
@@ -173,8 +193,8 @@ def _prometheus_live(ctx: LiveContext) -> Evidence:
     if not ctx.prometheus:
         return Evidence.unavailable("prometheus", "no Prometheus URL given (--prometheus) and no --signals")
     with status("Querying Prometheus"):
-        collector = PrometheusCollector.from_deployment(ctx.prometheus.url, ctx.manifest.deployment or {},
-                                                        headers=ctx.prometheus.headers)
+        deployment = with_latency_metric(ctx.manifest.deployment, ctx.latency_metric)
+        collector = PrometheusCollector.from_deployment(ctx.prometheus.url, deployment, headers=ctx.prometheus.headers)
         evidence = collect_safely(collector)
     if evidence.ok:
         collector.save(ctx.out)

@@ -68,9 +68,10 @@ def signals(plan: Plan, folder: RunFolder) -> None:
 
     manifest = plan.manifests["new"]
     if plan.opts.signals is not None:
-        found = collect_offline(copy_into(folder.signals_dir, plan.opts.signals), manifest.deployment)
+        found = collect_offline(copy_into(folder.signals_dir, plan.opts.signals), manifest.deployment,
+                                plan.opts.latency_metric)
     else:  # the sampled sources (the GPU) are sampled live around the benchmark instead
-        found = collect_live(manifest, folder.signals_dir, plan.opts.prometheus)
+        found = collect_live(manifest, folder.signals_dir, plan.opts.prometheus, plan.opts.latency_metric)
     for source, evidence in found.items():
         folder.write_evidence(source, evidence)
 

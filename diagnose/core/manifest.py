@@ -25,7 +25,8 @@ PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 # any request log) and be blamed on the request log or the model instead of the manifest key.
 MAX_VALUES = {"threads": 1024, "batch_size": 65536}
 FRACTIONS = ("max_accuracy_drop", "min_cosine")  # slo keys that are shares: at most 1
-DEPLOYMENT_STRINGS = ("namespace", "selector", "container", "pod_regex")  # read by the signal collectors as text
+# read by the signal collectors as text
+DEPLOYMENT_STRINGS = ("namespace", "selector", "container", "pod_regex", "latency_metric")
 
 
 @dataclass(frozen=True)
