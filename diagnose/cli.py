@@ -52,6 +52,8 @@ OPTIMIZE_EXAMPLES = """examples:
 variants: torch-eager torch-int8 torch-compile ort-disabled ort-basic ort-extended ort-all
   ort-transformers ort-int8 ort-int8-static ort-tuned tensorrt-fp16 tensorrt-int8
 """
+LATENCY_METRIC_HELP = ("latency metric to read before the serving presets (a histogram, summary or <name>_sum/_count "
+                       "counters, unit from its suffix); wins over deployment.latency_metric (docs/signals.md)")
 ANALYZE_EXAMPLES = """examples:
   diagnose analyze runs/20261128T101500Z-textclf-v1-vs-v2
   diagnose analyze RUN_DIR --format markdown > incident.md
@@ -153,10 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="Prometheus to query around the manifest's deployment.deployed_at (docs/signals.md)")
     compare.add_argument("--prometheus-auth", type=Path, metavar="FILE",
                          help="Prometheus credentials: a file of one line, user:password or a bearer token (docs/signals.md)")
-    compare.add_argument("--latency-metric", metavar="NAME",
-                         help="latency metric to read before the serving presets (a histogram, summary or "
-                              "<name>_sum/_count counters, unit from its suffix); wins over "
-                              "deployment.latency_metric (docs/signals.md)")
+    compare.add_argument("--latency-metric", metavar="NAME", help=LATENCY_METRIC_HELP)
     verify = compare.add_mutually_exclusive_group()
     verify.add_argument("--verify", dest="verify", action="store_true", default=None,
                         help="always build and time optimized variants of the new version (default: when the model side "
@@ -207,10 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("--prometheus", metavar="URL", help="Prometheus base URL")
     collect.add_argument("--prometheus-auth", type=Path, metavar="FILE",
                          help="Prometheus credentials: a file of one line, user:password or a bearer token (docs/signals.md)")
-    collect.add_argument("--latency-metric", metavar="NAME",
-                         help="latency metric to read before the serving presets (a histogram, summary or "
-                              "<name>_sum/_count counters, unit from its suffix); wins over "
-                              "deployment.latency_metric (docs/signals.md)")
+    collect.add_argument("--latency-metric", metavar="NAME", help=LATENCY_METRIC_HELP)
     collect.add_argument("--gpu-seconds", type=_positive_float, default=5.0, help="seconds of NVML sampling (default 5)")
     collect.add_argument("--out", type=Path, required=True, help="folder to write (usable as --signals)")
     collect.set_defaults(handler=_collect)

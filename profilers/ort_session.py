@@ -1,6 +1,13 @@
-"""ONNX Runtime session options as a version is served, for the model runners and the variants alike."""
+"""ONNX Runtime sessions as a version is served, for the model runners and the variants alike: the session
+options, and the feed of a call in the graph's declared input types (as a server converts what it receives)."""
 
 from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from profilers.dtypes import ONNX_NUMPY_DTYPES
 
 # The session config entries that keep ORT's thread pools from spinning after a run: what a user sets to share
 # cores between sessions, and what the benchmark used to force on every session.
@@ -39,3 +46,37 @@ def describe(threads: int, inter_op: int = 1, config: dict[str, str] | None = No
             "allow_spinning": config.get("session.intra_op.allow_spinning", "1") != "0",
             "spinning_stops_after_run": config.get("session.force_spinning_stop") == "1",
             **({"config": dict(config)} if config else {})}
+
+
+def to_numpy(value, dtype=None) -> np.ndarray:
+    """A tensor (bfloat16 widened: numpy has none) or array as a contiguous numpy array, in `dtype` when given."""
+    if hasattr(value, "detach"):
+        value = value.detach().cpu()
+        if str(value.dtype) == "torch.bfloat16":
+            value = value.float()
+        value = value.numpy()
+    array = np.asarray(value)
+    return np.ascontiguousarray(array if dtype is None else array.astype(dtype, copy=False))
+
+
+def input_plan(session) -> list[tuple[str, int, Any]]:
+    """(graph input name, argument index, numpy dtype) per input; an input named input_<i> takes argument i.
+
+    By name rather than position because an exporter may drop an input the graph never reads.
+    """
+    plan = []
+    for position, item in enumerate(session.get_inputs()):
+        suffix = item.name.removeprefix("input_")
+        index = int(suffix) if item.name.startswith("input_") and suffix.isdigit() else position
+        plan.append((item.name, index, ONNX_NUMPY_DTYPES.get(item.type)))
+    return plan
+
+
+def ort_runner(session) -> Callable:
+    """Feed torch tensors (or arrays) as numpy arrays in the graph's dtypes; return session.run's list of outputs."""
+    plan = input_plan(session)
+
+    def run(*args):
+        return session.run(None, {name: to_numpy(args[index], dtype) for name, index, dtype in plan})
+
+    return run

@@ -21,7 +21,7 @@ from diagnose.core.manifest import Manifest
 from diagnose.core.quiet import quiet_libraries
 from diagnose.core.requestlog import LOGGED_DTYPES
 from profilers.dtypes import ONNX_NUMPY_DTYPES, SERVING_DTYPES
-from profilers.ort_session import session_options
+from profilers.ort_session import ort_runner, session_options
 
 
 def import_from_version(manifest: Manifest, ref: str, key: str) -> Any:
@@ -127,13 +127,17 @@ class LoadedVersion:
         inputs = _as_tuple(raw)
         return tuple(self._place(x) for x in inputs)
 
-    def _float_dtype(self):
-        """The float dtype inputs are cast to: the serving precision's where the manifest (or the model) asks."""
+    def _served_float(self):
+        """The torch float dtype the version is served in (float32 unless fp16 or bf16)."""
         import torch
 
+        return getattr(torch, SERVING_DTYPES.get(self.manifest.serving.precision, "float32"))
+
+    def _float_dtype(self):
+        """The float dtype inputs are cast to: the served one where the manifest (or the model) asks; else None."""
         if self.input_cast is None and not self.manifest.serving.cast_inputs:
             return None
-        return getattr(torch, SERVING_DTYPES.get(self.manifest.serving.precision, "float32"))
+        return self._served_float()
 
     def _place(self, value):
         import torch
@@ -164,7 +168,7 @@ class LoadedVersion:
         fed it those either, so it casts. Cast from now on (recorded in `input_cast`); None when that is not it."""
         import torch
 
-        target = getattr(torch, SERVING_DTYPES.get(self.manifest.serving.precision, "float32"))
+        target = self._served_float()
         floats = {x.dtype for x in inputs if isinstance(x, torch.Tensor) and x.is_floating_point()}
         if self.input_cast is not None or not floats - {target}:
             return None
@@ -205,15 +209,7 @@ def _load_onnx(manifest: Manifest):
     options = session_options(manifest.serving.threads, config=manifest.serving.ort_session_config)  # as served
     providers = ["CUDAExecutionProvider"] if manifest.serving.device == "cuda" else ["CPUExecutionProvider"]
     session = ort.InferenceSession(str(manifest.artifact_path), options, providers=providers)
-    # a server feeds the session its declared types: a request logged in another dtype is converted, in the timed call
-    declared = [(i.name, ONNX_NUMPY_DTYPES.get(i.type)) for i in session.get_inputs()]
-
-    def run(*inputs):
-        feed = {}
-        for (name, dtype), x in zip(declared, inputs, strict=False):
-            array = x.cpu().numpy() if hasattr(x, "cpu") else np.asarray(x)
-            feed[name] = array if dtype is None or array.dtype == dtype else array.astype(dtype)
-        return session.run(None, feed)
+    run = ort_runner(session)  # fed in the graph's declared types, converted in the timed call as a server converts
 
     spec = [{"name": i.name, "dtype": np.dtype(ONNX_NUMPY_DTYPES[i.type]).name if i.type in ONNX_NUMPY_DTYPES else i.type,
              "shape": [d if isinstance(d, int) and d > 0 else None for d in i.shape]} for i in session.get_inputs()]

@@ -32,9 +32,9 @@ from typing import Any, Callable
 import numpy as np
 
 from diagnose.core.quiet import every_line, quiet
-from profilers.dtypes import ONNX_NUMPY_DTYPES, SERVING_DTYPES
+from profilers.dtypes import SERVING_DTYPES
 from profilers.ort_session import describe as describe_session
-from profilers.ort_session import session_options
+from profilers.ort_session import input_plan, ort_runner, session_options, to_numpy
 from profilers.runners import LoadedVersion, input_signature
 
 BUILD_VERSION = "1"  # bump when a build step changes what it writes: old cache entries are then ignored
@@ -136,16 +136,6 @@ def default_cache_dir() -> Path:
     return Path(base) / "diagnose" / "variants"
 
 
-def _numpy(value, dtype=None) -> np.ndarray:
-    if hasattr(value, "detach"):
-        value = value.detach().cpu()
-        if str(value.dtype) == "torch.bfloat16":
-            value = value.float()
-        value = value.numpy()
-    array = np.asarray(value)
-    return np.ascontiguousarray(array if dtype is None else array.astype(dtype, copy=False))
-
-
 def _dynamic_dims(samples: list[tuple]) -> list[list[int]]:
     """Per input: dim 0 (the batch) and every dim whose size differs across the samples."""
     dims = []
@@ -179,7 +169,7 @@ class _Context:
             if manifest.format == "python" and hasattr(self.base.model, "state_dict"):
                 for name, tensor in self.base.model.state_dict().items():
                     digest.update(name.encode())
-                    digest.update(_numpy(tensor).tobytes())
+                    digest.update(to_numpy(tensor).tobytes())
             self._artifact_key = digest.hexdigest()
         return self._artifact_key
 
@@ -416,42 +406,19 @@ def _session(ctx: _Context, path: Path, level: str, threads: int, parallel: bool
     return ort.InferenceSession(str(path), options, providers=_providers(ctx))
 
 
-def _input_plan(session) -> list[tuple[str, int, Any]]:
-    """(graph input name, argument index, numpy dtype) per input; an input named input_<i> takes argument i.
-
-    By name rather than position because an exporter may drop an input the graph never reads.
-    """
-    plan = []
-    for position, item in enumerate(session.get_inputs()):
-        suffix = item.name.removeprefix("input_")
-        index = int(suffix) if item.name.startswith("input_") and suffix.isdigit() else position
-        plan.append((item.name, index, ONNX_NUMPY_DTYPES.get(item.type)))
-    return plan
-
-
 def _file_plan(path: Path) -> list[tuple[str, int, Any]]:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return _input_plan(ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]))
-
-
-def _ort_runner(session) -> Callable:
-    """Feed torch tensors (or arrays) as numpy arrays in the graph's dtypes; return session.run's list of outputs."""
-    plan = _input_plan(session)
-
-    def run(*args):
-        return session.run(None, {name: _numpy(args[index], dtype) for name, index, dtype in plan})
-
-    return run
+    return input_plan(ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]))
 
 
 def _verify(session, samples: list[tuple], reference: list) -> float:
     """Run the session on every sample; the first output must have eager's shape. Returns the worst |difference|."""
     from profilers.accuracy import outputs_to_arrays
 
-    run, worst = _ort_runner(session), 0.0
+    run, worst = ort_runner(session), 0.0
     for sample, want in zip(samples, reference, strict=True):
         got, expected = outputs_to_arrays(run(*sample)), outputs_to_arrays(want)
         if len(got) != len(expected) or got[0].shape != expected[0].shape:
@@ -545,13 +512,13 @@ def _ort_level(ctx: _Context, name: str) -> dict:
     path, export, cached = ctx.export()
     level = _LEVELS[name]
     session = _session(ctx, path, level, ctx.threads)
-    return _ok(_ort_runner(session), {**_ort_details(ctx, session, level, ctx.threads), "export": export}, path, cached)
+    return _ok(ort_runner(session), {**_ort_details(ctx, session, level, ctx.threads), "export": export}, path, cached)
 
 
 def _ort_transformers(ctx: _Context, name: str) -> dict:
     path, details, cached = ctx.transformers()
     session = _session(ctx, path, "ORT_ENABLE_ALL", ctx.threads)
-    return _ok(_ort_runner(session), {**_ort_details(ctx, session, "ORT_ENABLE_ALL", ctx.threads), **details}, path, cached)
+    return _ok(ort_runner(session), {**_ort_details(ctx, session, "ORT_ENABLE_ALL", ctx.threads), **details}, path, cached)
 
 
 def _ort_int8(ctx: _Context, name: str) -> dict:
@@ -592,7 +559,7 @@ def _ort_int8(ctx: _Context, name: str) -> dict:
 
     out, details, cached = ctx.cached("ort-int8", "model.onnx", build, extra=f"{optimized is not None} {reduce}")
     session = _session(ctx, out, "ORT_ENABLE_ALL", ctx.threads)
-    return _ok(_ort_runner(session), {**_ort_details(ctx, session, "ORT_ENABLE_ALL", ctx.threads), **details}, out, cached)
+    return _ok(ort_runner(session), {**_ort_details(ctx, session, "ORT_ENABLE_ALL", ctx.threads), **details}, out, cached)
 
 
 def _ort_int8_static(ctx: _Context, name: str) -> dict:
@@ -600,7 +567,7 @@ def _ort_int8_static(ctx: _Context, name: str) -> dict:
     path, _, _ = ctx.export()
     if not ctx.graph_ops()["ops"].get("Conv"):
         raise Unavailable("static quantization is for convolutional models (no Conv in the graph)")
-    values = hashlib.sha256(b"".join(_numpy(x).tobytes() for s in ctx.samples for x in s)).hexdigest()
+    values = hashlib.sha256(b"".join(to_numpy(x).tobytes() for s in ctx.samples for x in s)).hexdigest()
 
     def build(out: Path) -> dict:
         from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quant_pre_process, quantize_static
@@ -612,7 +579,7 @@ def _ort_int8_static(ctx: _Context, name: str) -> dict:
         except Exception as exc:  # noqa: BLE001 - quantizing the raw export still works, only less well
             prepared, note = path, f"pre-processing skipped: {_error_line(exc)}"
         plan = _file_plan(path)
-        feeds = [{n: _numpy(sample[i], dt) for n, i, dt in plan} for sample in ctx.samples]
+        feeds = [{n: to_numpy(sample[i], dt) for n, i, dt in plan} for sample in ctx.samples]
 
         class Reader(CalibrationDataReader):
             def __init__(self):
@@ -633,7 +600,7 @@ def _ort_int8_static(ctx: _Context, name: str) -> dict:
     reduce = _reduce_range()
     out, details, cached = ctx.cached("ort-int8-static", "model.onnx", build, extra=f"{values} {reduce}")
     session = _session(ctx, out, "ORT_ENABLE_ALL", ctx.threads)
-    return _ok(_ort_runner(session), {**_ort_details(ctx, session, "ORT_ENABLE_ALL", ctx.threads), **details}, out, cached)
+    return _ok(ort_runner(session), {**_ort_details(ctx, session, "ORT_ENABLE_ALL", ctx.threads), **details}, out, cached)
 
 
 def _ort_tuned(ctx: _Context, name: str) -> dict:
@@ -645,7 +612,7 @@ def _ort_tuned(ctx: _Context, name: str) -> dict:
         for parallel in (False, True):
             inter_op = cores if parallel else 1
             session = _session(ctx, path, "ORT_ENABLE_ALL", threads, parallel, inter_op)
-            run = _ort_runner(session)
+            run = ort_runner(session)
             for sample in ctx.samples[:3]:
                 run(*sample)
             times = []
@@ -663,7 +630,7 @@ def _ort_tuned(ctx: _Context, name: str) -> dict:
     details = {**_ort_details(ctx, session, "ORT_ENABLE_ALL", entry["intra_op_num_threads"],
                               entry["execution_mode"] == "parallel", entry["inter_op_num_threads"]),
                "grid": grid, "pick": entry, "calls_per_setting": _TUNING_CALLS, "export": export}
-    return _ok(_ort_runner(session), details, path, cached)
+    return _ok(ort_runner(session), details, path, cached)
 
 
 def _tensorrt(ctx: _Context, name: str) -> dict:
