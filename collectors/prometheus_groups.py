@@ -195,8 +195,8 @@ def gpu_numbers(group: dict, w: Windows, notes: list[str], target: Target) -> di
 
 
 def _empty(metric: str | None) -> dict:
-    return {"metric": metric, "p50_ms": {"before": None, "after": None}, "p99_ms": {"before": None, "after": None},
-            "requests": {"before": None, "after": None}, "change_point": None, "change_points": [], "timeline": None}
+    return {"metric": metric, "p50_ms": _nones(), "p99_ms": _nones(), "requests": _nones(), "change_point": None,
+            "change_points": [], "timeline": None}
 
 
 def latency_numbers(group: dict, w: Windows, notes: list[str], target: Target, user_metric: str | None,
@@ -269,11 +269,15 @@ def _summary(group: dict, w: Windows, notes: list[str], target: Target, metric: 
                 out[key][side] = rounded(float(np.nanmean(cols)) * to_ms, 2)
     if not found:
         notes.append(f"no {metric} quantile 0.5 or 0.99 series for {target.describe()}: latency unknown")
-    counts = [v for (name, _), v in group.items() if name == f"{metric}_count"]
     for side, mask in w.masks():
-        incs = [x for v in counts if (x := increase(v, w.grid, mask)) is not None]
-        out["requests"][side] = int(round(sum(incs))) if incs else None
+        n = _increases([v for (name, _), v in group.items() if name == f"{metric}_count"], w, mask)
+        out["requests"][side] = int(round(sum(n))) if n else None
     return out
+
+
+def _increases(series: list, w: Windows, mask) -> list[float]:
+    """Each counter series' reset-aware increase over the window `mask`, where it has one."""
+    return [x for v in series if (x := increase(v, w.grid, mask)) is not None]
 
 
 def _quantile(labels) -> float | None:
@@ -294,8 +298,7 @@ def _counters(group: dict, w: Windows, notes: list[str], target: Target, metric:
         notes.append(f"no {metric} and {count} series for {target.describe()}: latency unknown")
         return out
     for side, mask in w.masks():
-        t = [x for v in times if (x := increase(v, w.grid, mask)) is not None]
-        n = [x for v in counts if (x := increase(v, w.grid, mask)) is not None]
+        t, n = _increases(times, w, mask), _increases(counts, w, mask)
         if t and n:
             out["requests"][side] = int(round(sum(n)))
             if sum(n) > 0:
