@@ -95,7 +95,6 @@ def main() -> None:
           f"{args.budget:g} s per interleaved run")
     figures: dict[str, dict[str, float]] = {name: {} for name in versions}
     schemes = {"blocks + settle": BenchmarkPlan(cells=cells, budget_s=args.budget),
-               "blocks, no settle": BenchmarkPlan(cells=cells, budget_s=args.budget, settle_s=0.0),
                "one batch, no settle": BenchmarkPlan(cells=cells, budget_s=args.budget, max_block=1, settle_s=0.0,
                                                      lead_in=0)}
     schemes = {name: schemes[name] for name in args.schemes.split(";")}

@@ -5,15 +5,14 @@ and times a block of consecutive batches (preprocess + model call) with `perf_co
 the version's serving setting, the garbage collector paused (collected once a second, outside the timed
 regions).
 
-Runtimes are timed as they serve (an ONNX Runtime pool spins inside a run, as ORT does by default, and stops
-when the run returns: `profilers.ort_session.STOP_AFTER_RUN`), and fairness between cells is kept outside the
-timed region: before a cell's block the harness runs one untimed lead-in batch (which brings back the weights
-the previous cell evicted from the caches), then times a block of batches back to back, as a served process
-under load sees them. The block holds as many batches as fit in `block_s` for the slowest cell (1 to
-`max_block`), the same for every cell, so every cell gets the same number of samples. Only where a version's
-ORT config keeps its pools spinning after a run does the harness also wait, untimed, until the process is idle
-(`settle`). Measured on MiniLM with torch eager and two ORT variants interleaved, every cell's median came
-within 4% of the same cell timed alone (benchmarks/variants_table.py).
+Runtimes are timed as they serve (an ONNX Runtime pool spins inside a run, as ORT does by default; torch's
+OpenMP team spins too), and fairness between cells is kept outside the timed region: before a cell's block the
+harness waits, untimed, until the process's CPU use has dropped (the previous cell's threads have stopped
+spinning, `settle`), runs one untimed lead-in batch (which brings back the weights the previous cell evicted
+from the caches), then times a block of batches back to back, as a served process under load sees them. The
+block holds as many batches as fit in `block_s` for the slowest cell (1 to `max_block`), the same for every
+cell, so every cell gets the same number of samples. Measured on MiniLM with torch eager and two ORT variants
+interleaved, every cell's median came within 4% of the same cell timed alone (benchmarks/variants_table.py).
 
 The loop ends at the time budget (run over, up to 4x, until at least 20 rounds ran), or earlier once the
 caller's `settled` check says more samples would not change the verdict. The 4x is a hard cap from the
@@ -172,10 +171,6 @@ def run_benchmark(
 
     block = max(1, min(plan.max_block, int(plan.block_s * 1e3 / max([r.last_ms for r in runners] + [1e-3]))))
     lead_in = plan.lead_in if len(runners) > 1 else 0  # one cell alone evicts nothing
-    # the untimed wait is for pools that keep spinning after their run (an ORT config with force_spinning_stop 0);
-    # any other wait only lets the next cell's threads fall asleep, which a busy machine makes slow to undo
-    spinning = len(runners) > 1 and any(
-        r.version.manifest.serving.ort_session_config.get("session.force_spinning_stop") == "0" for r in runners)
     rows: list[tuple] = []
     waits: list[float] = []
     gc_was_enabled = gc.isenabled()
@@ -193,7 +188,7 @@ def run_benchmark(
             done, cut_short = len(rows), False
             for index in rng.permutation(len(runners)):
                 runner = runners[index]
-                if spinning:
+                if len(runners) > 1:
                     waits.append(settle(plan.settle_s))  # untimed: the previous cell's threads go idle first
                 for i in range(lead_in + block):
                     if time.perf_counter() >= hard_stop:  # checked per batch: a slow model cannot hold a round open
