@@ -68,7 +68,8 @@ def main() -> None:
     parser.add_argument("--standalone", type=float, default=4.0, help="seconds of each standalone timing")
     parser.add_argument("--variants", default="ort-all,ort-int8")
     parser.add_argument("--schemes", default="blocks + settle;one batch, no settle",
-                        help="';'-separated: blocks + settle (the harness's defaults); one batch, no settle")
+                        help="';'-separated: blocks + settle (the harness's defaults); blocks, no settle; "
+                             "one batch, no settle")
     parser.add_argument("--configs", default="served,spin after run,no-spin", help="ORT session configs to time")
     args = parser.parse_args()
     model, version = args.model.split(":")
@@ -95,6 +96,7 @@ def main() -> None:
           f"{args.budget:g} s per interleaved run")
     figures: dict[str, dict[str, float]] = {name: {} for name in versions}
     schemes = {"blocks + settle": BenchmarkPlan(cells=cells, budget_s=args.budget),
+               "blocks, no settle": BenchmarkPlan(cells=cells, budget_s=args.budget, settle_s=0.0),
                "one batch, no settle": BenchmarkPlan(cells=cells, budget_s=args.budget, max_block=1, settle_s=0.0,
                                                      lead_in=0)}
     schemes = {name: schemes[name] for name in args.schemes.split(";")}
