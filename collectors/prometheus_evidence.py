@@ -171,7 +171,8 @@ def _summary(d: dict, pods_line: str | None = None) -> list[str]:
     if cp:
         at = datetime.strptime(cp["at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
         rel = "after" if cp["lag_s"] >= 0 else "before"
-        line = (f"the p99 jump began at {clock_time(at)} UTC, {duration(cp['lag_s'])} {rel} the deploy "
+        what = "average latency" if cp.get("statistic") == "average" else cp.get("statistic", "p99")
+        line = (f"the {what} jump began at {clock_time(at)} UTC, {duration(cp['lag_s'])} {rel} the deploy "
                 f"({ms_text(cp['before_ms'])} -> {ms_text(cp['after_ms'])} ms, {cp['step_pct']:+.0f}%)")
         if cp["aligned_with_deploy"]:
             line += f": within {duration(cp['tolerance_s'])} of the deploy"
@@ -180,7 +181,8 @@ def _summary(d: dict, pods_line: str | None = None) -> list[str]:
                      f"look at what changed at {clock_time(at)} (OOM kills, restarts, traffic)")
         lines.append(line)
     elif lat["timeline"] is not None and lat["timeline"]["t"]:
-        lines.append("no change point in p99 latency around the deploy")
+        what = "average" if lat.get("statistic") == "average" else "p99"
+        lines.append(f"no change point in {what} latency around the deploy")
     if pods_line:
         lines.append(pods_line)
     lines.extend(d["notes"])
@@ -198,6 +200,10 @@ def _latency_line(lat: dict) -> str | None:
         return None
     if fig["before"] is not None:
         line = f"{head} {ms_text(fig['before'])} -> {ms_text(fig['after'])} ms"
+        change = lat.get("change")
+        if change:
+            lo, hi = change["ci_pct"]
+            line += f" ({change['pct']:+.0f}%, 95% CI {lo:+.0f}% .. {hi:+.0f}%)"
         if not average and p50["before"] is not None and p50["after"] is not None:
             line += f" (p50 {ms_text(p50['before'])} -> {ms_text(p50['after'])} ms)"
     else:

@@ -13,6 +13,7 @@ import numpy as np
 
 from collectors.gpu_evidence import REASON_SHARE
 from collectors.gpu_readings import decode_reasons
+from collectors.prometheus_change import window_change
 from collectors.prometheus_change_points import change_points
 from collectors.prometheus_format import bytes_text, iso_time, rounded
 from collectors.prometheus_math import counter_deltas, histogram_quantile, increase, make_grid
@@ -196,7 +197,7 @@ def gpu_numbers(group: dict, w: Windows, notes: list[str], target: Target) -> di
 
 def _empty(metric: str | None) -> dict:
     return {"metric": metric, "p50_ms": _nones(), "p99_ms": _nones(), "requests": _nones(), "change_point": None,
-            "change_points": [], "timeline": None}
+            "change_points": [], "timeline": None, "change": None}
 
 
 def latency_numbers(group: dict, w: Windows, notes: list[str], target: Target, user_metric: str | None,
@@ -248,30 +249,41 @@ def _component(preset: Preset, metric: str, count: str | None, group: dict, w: W
     if preset.kind == HISTOGRAM:
         return {**_histogram(group, w, notes, target, metric, preset.to_ms, tolerance_s), "avg_ms": _nones()}
     if preset.kind == SUMMARY:
-        return {**_summary(group, w, notes, target, metric, preset.to_ms), "avg_ms": _nones()}
-    return _counters(group, w, notes, target, metric, count, preset.to_ms)
+        return {**_summary(group, w, notes, target, metric, preset.to_ms, tolerance_s), "avg_ms": _nones()}
+    return _counters(group, w, notes, target, metric, count, preset.to_ms, tolerance_s)
 
 
-def _summary(group: dict, w: Windows, notes: list[str], target: Target, metric: str, to_ms: float) -> dict:
+def _summary(group: dict, w: Windows, notes: list[str], target: Target, metric: str, to_ms: float,
+             tolerance_s: float) -> dict:
     """A summary's own quantiles: per window, the mean of the quantile over its points and series; requests
-    from `_count`."""
+    from `_count`; the p99 timeline (the mean over series at each point), its change point and change."""
     out = _empty(metric)
-    found = False
+    per_point: dict[str, np.ndarray] = {}
     for q, key in ((0.5, "p50_ms"), (0.99, "p99_ms")):
         rows = [v for (name, labels), v in group.items() if name == metric and _quantile(labels) == q]
         if not rows:
             continue
-        found = True
         matrix = np.vstack(rows)
+        with np.errstate(all="ignore"):
+            per_point[key] = np.where(np.all(np.isnan(matrix), axis=0), np.nan, np.nanmean(matrix, axis=0)) * to_ms
         for side, mask in w.gauge_masks():
             cols = matrix[:, mask]
             if np.any(~np.isnan(cols)):
                 out[key][side] = rounded(float(np.nanmean(cols)) * to_ms, 2)
-    if not found:
+    if not per_point:
         notes.append(f"no {metric} quantile 0.5 or 0.99 series for {target.describe()}: latency unknown")
     for side, mask in w.masks():
         n = _increases([v for (name, _), v in group.items() if name == f"{metric}_count"], w, mask)
         out["requests"][side] = int(round(sum(n))) if n else None
+    head = "p99_ms" if "p99_ms" in per_point else "p50_ms" if per_point else None
+    if head:
+        values = per_point[head]
+        live = ~np.isnan(values)
+        t = [float(x) for x in w.grid[live]]
+        out["timeline"] = {"t": t, **{k: [rounded(float(x), 2) for x in v[live]] for k, v in per_point.items()}}
+        _find_change_points(out, t, list(values[live]), head[:3], w, tolerance_s)
+        out["change"] = _change(np.nan_to_num(values)[:, None], live, w, lambda rows: float(rows.mean()), head[:3],
+                                gauge=True)
     return out
 
 
@@ -287,10 +299,17 @@ def _quantile(labels) -> float | None:
         return None
 
 
+def _summed_deltas(series: list, grid: np.ndarray) -> np.ndarray:
+    """The series' reset-aware increases step by step, summed over the series (NaN where none has one)."""
+    rows = np.vstack([counter_deltas(v, grid)[0] for v in series])
+    return np.where(np.all(np.isnan(rows), axis=0), np.nan, np.nansum(rows, axis=0))
+
+
 def _counters(group: dict, w: Windows, notes: list[str], target: Target, metric: str, count: str | None,
-              to_ms: float) -> dict:
+              to_ms: float, tolerance_s: float) -> dict:
     """A cumulative time counter over a request counter: the average per window, increase(time) /
-    increase(requests) summed over the deployment's series (reset-aware)."""
+    increase(requests) summed over the deployment's series (reset-aware); the average's timeline step by step,
+    its change point and change."""
     out = {**_empty(metric), "avg_ms": _nones()}
     times = [v for (name, _), v in group.items() if name == metric]
     counts = [v for (name, _), v in group.items() if name == count]
@@ -303,6 +322,16 @@ def _counters(group: dict, w: Windows, notes: list[str], target: Target, metric:
             out["requests"][side] = int(round(sum(n)))
             if sum(n) > 0:
                 out["avg_ms"][side] = rounded(sum(t) / sum(n) * to_ms, 2)
+    spent, served = _summed_deltas(times, w.grid), _summed_deltas(counts, w.grid)
+    live = ~np.isnan(spent) & ~np.isnan(served) & (np.nan_to_num(served) > 0)
+    with np.errstate(all="ignore"):
+        avg = spent / served * to_ms
+    t = [float(x) for x in w.grid[live]]
+    out["timeline"] = {"t": t, "avg_ms": [rounded(float(x), 2) for x in avg[live]]}
+    _find_change_points(out, t, list(avg[live]), "average", w, tolerance_s)
+    rows = np.column_stack([np.nan_to_num(spent), np.nan_to_num(served)])
+    out["change"] = _change(rows, live, w, lambda r: float(r[:, 0].sum() / r[:, 1].sum() * to_ms)
+                            if r[:, 1].sum() > 0 else math.nan, "average")
     return out
 
 
@@ -354,8 +383,31 @@ def _histogram(group: dict, w: Windows, notes: list[str], target: Target, metric
         p50s.append(p50)
         p99s.append(p99)
     out["timeline"] = {"t": t, "p50_ms": [rounded(v, 2) for v in p50s], "p99_ms": [rounded(v, 2) for v in p99s]}
-    good = [i for i, v in enumerate(p99s) if v > 0 and math.isfinite(v)]
-    x = np.log([p99s[i] for i in good])
+    _find_change_points(out, t, p99s, "p99", w, tolerance_s)
+    steps = np.nan_to_num(matrix).T  # (grid points, buckets)
+    live = steps[:, -1] > 0
+
+    def p99_of(rows: np.ndarray) -> float:
+        return histogram_quantile(0.99, list(zip(les, rows.sum(axis=0), strict=True))) * to_ms
+
+    out["change"] = _change(steps, live, w, p99_of, "p99")
+    return out
+
+
+def _change(rows: np.ndarray, live: np.ndarray, w: Windows, stat, statistic: str, gauge: bool = False) -> dict | None:
+    """The headline statistic's change across the deploy with its CI (collectors/prometheus_change.py), from the
+    steps of each window that saw requests."""
+    before, after = (w.gauge_before, w.gauge_after) if gauge else (w.before, w.after)
+    found = window_change(rows[before & live], rows[after & live], stat)
+    return found and {"statistic": statistic, **found}
+
+
+def _find_change_points(out: dict, t: list[float], values: list[float], statistic: str, w: Windows,
+                        tolerance_s: float) -> None:
+    """Where the headline statistic's timeline jumped (binary segmentation on its log), into `change_point` (the
+    largest upward jump, else the largest) and `change_points`."""
+    good = [i for i, v in enumerate(values) if v > 0 and math.isfinite(v)]
+    x = np.log([values[i] for i in good])
     found = []
     for cp in change_points(x):
         start = t[good[cp["index"]]] - w.step_s  # the step's start: the first requests of the new level
@@ -366,12 +418,11 @@ def _histogram(group: dict, w: Windows, notes: list[str], target: Target, metric
         lag = start - w.deploy
         found.append({"at": iso_time(start), "lag_s": round(lag, 1), "aligned_with_deploy": abs(lag) <= tolerance_s,
                       "step_pct": round(step_pct, 1), "before_ms": rounded(before_ms, 2), "after_ms": rounded(after_ms, 2),
-                      "gain": cp["gain"]})
+                      "statistic": statistic, "gain": cp["gain"]})
     if found:
         ups = [c for c in found if c["step_pct"] > 0]
         main = max(ups or found, key=lambda c: c["gain"])
         out["change_point"] = {k: v for k, v in main.items() if k != "gain"} | {
             "tolerance_s": tolerance_s,
-            "method": "binary segmentation on log p99 per step (BIC-like penalty, robust noise)"}
+            "method": f"binary segmentation on log {statistic} per step (BIC-like penalty, robust noise)"}
     out["change_points"] = [{k: v for k, v in c.items() if k != "gain"} for c in found]
-    return out

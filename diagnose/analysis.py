@@ -32,6 +32,7 @@ from diagnose.core.report import (
 )
 from diagnose.core.runfolder import SIDES, RunFolder
 from diagnose.hypotheses import Context, rank
+from diagnose.production import production_latency
 from diagnose.verify import fix_section
 
 THROTTLED_BENCHMARK = 0.05  # share of CFS periods throttled during the benchmark that earns a warning
@@ -85,6 +86,38 @@ def _summary_line(model: str, old: str, new: str, result: Outcome) -> str:
                else f"its change CI {p99_lo:+.1f}% .. {p99_hi:+.1f}% spans the ±{tail.noise_floor_pct:g}% floor")
         line += f"; p99 not settled ({why}: raise --budget)"
     return line
+
+
+def _summary(run: dict, result: Outcome | None, production, verdict_source: str | None) -> str:
+    """The headline: the lab's line, with production's where it carries or contradicts the verdict."""
+    model, old, new = run["model"], run["old"], run["new"]
+    if result is None:
+        if production is None:
+            return (f"{model} {new} vs {old}: latency not measured here (--no-benchmark); the causes are ranked from "
+                    "the recorded signals and the request logs alone")
+        words = {"regression": "slowed down in production after the deploy", "improvement": "sped up in production",
+                 "no_regression": "held its latency in production", "inconclusive": "changed production latency by an "
+                 "uncertain amount"}[production.verdict]
+        return f"{model} {new} {words}: {production.describe()}; not replayed here (--no-benchmark)"
+    line = _summary_line(model, old, new, result)
+    if production is None:
+        return line
+    if verdict_source == "production":
+        return (f"{model} {new} is slower in production after the deploy: {production.describe()}; the lab replay "
+                f"shows no such change ({line})")
+    if verdict_source == "lab" and result.verdict == "regression":
+        return f"{line}; production shows no settled change at the deploy ({production.describe()})"
+    return f"{line}; {production.describe()}"
+
+
+def _production_warnings(lab_verdict: str, production) -> list[str]:
+    """A lab regression production does not show, and production's figures that are not the lab's."""
+    if production is None:
+        return []
+    if lab_verdict == "regression" and production.verdict in ("no_regression", "improvement"):
+        return [f"the lab regression does not show in production ({production.describe()}): the replayed requests, "
+                "batching or hardware may differ from production's, or the new version serves little traffic yet"]
+    return []
 
 
 def load_evidence(folder: RunFolder) -> dict[str, dict]:
@@ -241,8 +274,13 @@ def analyze(run_dir: Path | RunFolder, allow_env_mismatch: bool = False) -> Repo
     cells = _cell_summaries(samples)
     drift = _drift_section(folder, evidence["drift"], samples, seed)
     profile = _profile_section(evidence["profile"])
+    lab_verdict = result.verdict if result else "not_measured"
+    production = production_latency(evidence["prometheus"])
+    verdict, verdict_source = stats.joint_verdict(lab_verdict, production and production.verdict)
+    warnings += _production_warnings(lab_verdict, production)
     ctx = Context(
-        verdict=result.verdict if result else "not_measured", delta=result.delta.to_dict() if result else {},
+        verdict=verdict, lab_verdict=lab_verdict, production=production,
+        delta=result.delta.to_dict() if result else {},
         attribution=result.attribution.to_dict() if result else {},
         versions=evidence["versions"], requests=evidence["requests"],
         cells={key: cell.to_dict() for key, cell in cells.items()}, environment_diff=env_diff,
@@ -251,21 +289,17 @@ def analyze(run_dir: Path | RunFolder, allow_env_mismatch: bool = False) -> Repo
         run={"model": run.get("model"), "old": run.get("old"), "new": run.get("new"), "registry": run.get("registry"),
              "dir": str(folder.path)},
     )
-    hypotheses, rule_errors = rank(ctx)
+    hypotheses, rule_errors, unjudged = rank(ctx)
     warnings += [f"cause rule {e.rule} failed ({e.error}); its causes are not ranked" for e in rule_errors]
 
     slo = evidence["versions"]["new"].get("slo", {})
     slo_p99 = slo.get("p99_ms") if latency else None
     benchmark = evidence["benchmark"]
-    if result is None:
-        summary = (f"{run['model']} {run['new']} vs {run['old']}: latency not measured here (--no-benchmark); "
-                   "the causes are ranked from the recorded signals and the request logs alone")
-    else:
-        summary = _summary_line(run["model"], run["old"], run["new"], result)
+    summary = _summary(run, result, production, verdict_source)
     return Report(
         tool={"name": "diagnose", "version": __version__},
         model=run["model"], old=run["old"], new=run["new"],
-        verdict=result.verdict if result else "not_measured",
+        verdict=verdict,
         summary=summary,
         latency=latency,
         attribution=result and result.attribution,
@@ -285,4 +319,8 @@ def analyze(run_dir: Path | RunFolder, allow_env_mismatch: bool = False) -> Repo
         rule_errors=tuple(rule_errors),
         incomplete=incomplete,
         regression_kind=result and result.regression_kind,
+        production=production,
+        lab_verdict=lab_verdict,
+        verdict_source=verdict_source,
+        unjudged=tuple(unjudged),
     )

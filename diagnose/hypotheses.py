@@ -6,6 +6,12 @@ are in [0, 1]: the share of the change that the attributed side explains, weight
 evidence points at the cause. When the verdict is not a significant
 regression no hypothesis may score above 0.5. Results are sorted by score, then by cause id, so the same
 evidence always gives the same ranking.
+
+Two sources can carry a regression, and each side's causes are scaled by its own: model, input and serving
+causes by the lab's verdict (`Context.base`: the benchmark measured them), the environment's (CPU throttling,
+memory, GPU) by production's (`Context.env_base`: a replay on this machine cannot show them, production's own
+latency can). A hypothesis names the evidence that would settle it but is absent (`missing`), and a rule whose
+evidence is absent altogether says so through `Rule.needs` (report.json `unjudged`) instead of staying silent.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from diagnose.core.errors import first_line
-from diagnose.core.report import Hypothesis, RuleError
+from diagnose.core.report import Hypothesis, Production, RuleError
 from diagnose.next_steps import runnable
 
 NOT_SIGNIFICANT_CAP = 0.5
@@ -26,7 +32,7 @@ PRECISION_DROP = 0.15  # a fall in the share of low-precision op time that count
 class Context:
     """What the rules may read; built from the run folder by `diagnose.analysis`."""
 
-    verdict: str
+    verdict: str  # the report's: the lab's and production's joined (stats.joint_verdict)
     delta: dict
     attribution: dict
     versions: dict  # {"old": {...}, "new": {...}} from evidence/versions.json
@@ -37,6 +43,8 @@ class Context:
     signals: dict = field(default_factory=dict)  # source -> evidence dict (cgroup, gpu, kubernetes) with status "ok"
     drift: dict | None = None  # report["drift"]: schema changes, drifted features, the latency tie; None when not run
     run: dict = field(default_factory=dict)  # run.json's model, old, new, registry and the run folder (`dir`)
+    lab_verdict: str | None = None  # the benchmark's verdict; None reads as `verdict` (older callers)
+    production: Production | None = None  # production latency across the deploy (diagnose.production)
 
     def signal(self, source: str) -> dict:
         """The `data` of an evidence source that is ok, else {}."""
@@ -70,8 +78,45 @@ class Context:
 
     @property
     def base(self) -> float:
-        """How much any cause can matter: a settled regression counts fully, anything else at most half."""
-        return 1.0 if self.verdict == "regression" else 0.4
+        """How much a cause the lab measures (model, inputs, serving config) can matter: a settled lab regression
+        counts fully, anything else at most 0.4."""
+        return 1.0 if (self.lab_verdict or self.verdict) == "regression" else 0.4
+
+    @property
+    def env_base(self) -> float:
+        """How much an environment cause (CPU, memory, GPU) can matter, from production's latency: fully when it
+        regressed, little when it shows nothing (such a cause cannot lead then); without production latency,
+        as much as the verdict allows."""
+        verdict = self.production and self.production.verdict
+        if verdict == "regression":
+            return 1.0
+        if verdict in ("no_regression", "improvement"):
+            return 0.15
+        if verdict == "inconclusive":
+            return 0.5
+        return 0.6 if self.verdict == "regression" else 0.4
+
+    def production_lines(self) -> list[str]:
+        """Production's latency across the deploy, as an evidence line."""
+        return [self.production.describe()] if self.production else []
+
+    def missing_production(self) -> list[str]:
+        return [] if self.production else [
+            "production latency across the deploy (the serving system's metrics in Prometheus): without it, whether "
+            "this slowed requests is unknown"]
+
+    def grew(self) -> str | None:
+        """Which of production's parts grew: "queue", "compute", "both" or None (Production.grew)."""
+        return self.production and self.production.grew()
+
+    def missing_lab(self) -> list[str]:
+        """What the lab did not measure that would confirm or refute a model-side cause."""
+        out = []
+        if not self.attribution or self.attribution.get("model") is None:
+            out.append("the factorial (--no-factorial or a cell that could not run): the model's share is unknown")
+        if not self.profile:
+            out.append("the profile (--no-profile, or the stage failed): no operator-level diff")
+        return out
 
     def share(self, side: str) -> float:
         """The part of the change that `side` ("model" or "input") explains, 0 when not significant."""
@@ -131,6 +176,7 @@ def preprocessing_change(ctx: Context) -> Hypothesis | None:
         evidence,
         ["Diff the two preprocess functions (padding, truncation, resizing, max length)",
          "Rerun with the old preprocessing on the new model to confirm"],
+        missing=ctx.missing_lab(),
     )
 
 
@@ -176,6 +222,7 @@ def precision_change(ctx: Context) -> Hypothesis | None:
         f"Precision changed: {evidence[0]}" if old != new else "The new model runs in higher precision than the old one",
         evidence,
         ["Serve the new model at the old precision (or quantize it) and compare accuracy and latency"],
+        missing=ctx.missing_lab(),
     )
 
 
@@ -189,6 +236,8 @@ def model_change(ctx: Context) -> Hypothesis | None:
         # FLOP comparisons would mislead; the precision rule explains this artifact change.
         return None
     params = _ratio(old.get("param_count"), new.get("param_count"))
+    if old.get("format") != new.get("format") and params is not None and abs(params - 1) <= 0.01:
+        return None  # the same parameters in another runtime: the library rule explains this artifact change
     flops, calls = ctx.signal_ratio("flops_per_step"), ctx.signal_ratio("calls_per_step")
     evidence = [f"artifact changed: {old.get('artifact')} (sha256 {str(old.get('artifact_sha256'))[:12]}) -> "
                 f"{new.get('artifact')} (sha256 {str(new.get('artifact_sha256'))[:12]})"]
@@ -209,7 +258,8 @@ def model_change(ctx: Context) -> Hypothesis | None:
         what = f"{params:.2f}x the parameters" if params and params > 1.05 else f"{flops:.2f}x the FLOPs" if flops else "more ops"
         return Hypothesis("model.compute_increase", ctx.base * ctx.share("model") * weight,
                           f"The new model does more work per request: {what}", evidence,
-                          steps + ["Check whether the larger architecture was intended; weigh a distilled or quantized variant"])
+                          steps + ["Check whether the larger architecture was intended; weigh a distilled or quantized variant"],
+                          missing=ctx.missing_lab())
     weight = 0.5
     if flops is not None and ctx.profile:
         signals = ctx.profile["totals"]
@@ -220,7 +270,8 @@ def model_change(ctx: Context) -> Hypothesis | None:
             evidence.append(f"profile: copies and casts take {copies:+.2f} ms/step more")
         weight = 0.8 if 0.9 <= flops <= 1.1 and signals["delta_self_ms_per_step"] > 0 else 0.6
     return Hypothesis("model.operator_regression", ctx.base * ctx.share("model") * weight,
-                      "The new model does about the same work on slower operators", evidence, steps)
+                      "The new model does about the same work on slower operators", evidence, steps,
+                      missing=ctx.missing_lab())
 
 
 def _tie(ctx: Context) -> dict:
@@ -321,12 +372,47 @@ def input_schema_change(ctx: Context) -> Hypothesis | None:
                        "Validate requests against the model's expected schema at the edge (manifest inputs.schema)"])
 
 
+RUNTIMES = {"python": "torch eager", "torchscript": "TorchScript", "exported": "torch.export", "onnx": "ONNX Runtime"}
+
+
 def library_change(ctx: Context) -> Hypothesis | None:
+    """The runtime under the model changed: another artifact format (torch eager, TorchScript, torch.export,
+    ONNX Runtime) between the versions, measured in the lab; or library versions that differ between sample sets
+    (only with --allow-env-mismatch)."""
+    old_fmt, new_fmt = ctx.versions["old"].get("format"), ctx.versions["new"].get("format")
     libs = [line for line in ctx.environment_diff if line.startswith(("libraries", "python"))]
+    if old_fmt != new_fmt and old_fmt and new_fmt:
+        evidence = [f"the runtime changed: {RUNTIMES.get(old_fmt, old_fmt)} ({old_fmt}) -> "
+                    f"{RUNTIMES.get(new_fmt, new_fmt)} ({new_fmt})"]
+        params = _ratio(ctx.versions["old"].get("param_count"), ctx.versions["new"].get("param_count"))
+        same_model = params is not None and abs(params - 1) <= 0.01
+        if same_model:
+            evidence.append(f"the same parameters in both ({ctx.versions['new']['param_count']:,}): the model is the "
+                            "same, its runtime is not")
+        evidence += [ctx.effect_text("model")] + libs + ctx.findings()
+        weight = 0.9 if same_model else 0.6
+        return Hypothesis(
+            "runtime.library_change", ctx.base * ctx.share("model") * weight,
+            f"The new version runs on another runtime: {RUNTIMES.get(old_fmt, old_fmt)} -> "
+            f"{RUNTIMES.get(new_fmt, new_fmt)}", evidence,
+            ["Serve the new model in the old runtime (or tune the new one's session options) and re-benchmark"],
+            missing=ctx.missing_lab())
     if not libs:
         return None
     return Hypothesis("runtime.library_change", ctx.base * 0.5, "The two sample sets ran on different library versions",
                       libs, ["Re-measure both versions in one environment"])
+
+
+def _environment_hypothesis(ctx: Context, cause: str, weight: float, summary: str, evidence: list[str],
+                            steps: list[str]) -> Hypothesis:
+    """An environment cause, scaled by production's verdict (`Context.env_base`), with production's latency and
+    which of its parts grew as evidence."""
+    grew = ctx.grew()
+    if grew:
+        evidence = evidence + [f"production's {grew} time grew" + (
+            ", compute steady: the requests waited, they did not get slower to serve" if grew == "queue" else "")]
+    return Hypothesis(cause, ctx.env_base * weight, summary, evidence + ctx.production_lines(), steps,
+                      missing=ctx.missing_production())
 
 
 def cpu_throttling(ctx: Context) -> Hypothesis | None:
@@ -336,12 +422,11 @@ def cpu_throttling(ctx: Context) -> Hypothesis | None:
     if after is None or after < 0.1 or after - before < 0.05:
         return None
     weight = min(0.9, 0.3 + 1.5 * (after - before))
-    return Hypothesis(
-        "runtime.cpu_throttling", ctx.base * weight,
+    return _environment_hypothesis(
+        ctx, "runtime.cpu_throttling", weight,
         f"The pods were CPU-throttled in {100 * after:.0f}% of CFS periods after the deploy ({100 * before:.0f}% before)",
         ctx.signal_summary("prometheus"),
-        ["Compare the new version's CPU use per request with the pod's CPU limit", "Raise the CPU limit or lower threads"],
-    )
+        ["Compare the new version's CPU use per request with the pod's CPU limit", "Raise the CPU limit or lower threads"])
 
 
 def memory_pressure(ctx: Context) -> Hypothesis | None:
@@ -360,13 +445,12 @@ def memory_pressure(ctx: Context) -> Hypothesis | None:
         weight = 0.4
     else:
         return None
-    return Hypothesis(
-        "runtime.memory_pressure", ctx.base * weight,
+    return _environment_hypothesis(
+        ctx, "runtime.memory_pressure", weight,
         f"{oom} OOM kill(s)" + (f" and {restarts} restart(s)" if restarts else "") + " around the new version"
         if oom else f"{restarts} restart(s) of the serving pods" if restarts else "Memory is close to its limit",
         ctx.signal_summary("kubernetes") + ctx.signal_summary("prometheus") + ctx.signal_summary("cgroup"),
-        ["Compare the new version's peak memory with the pod's memory limit", "Raise the limit or lower the batch size"],
-    )
+        ["Compare the new version's peak memory with the pod's memory limit", "Raise the limit or lower the batch size"])
 
 
 def gpu_clock_throttling(ctx: Context) -> Hypothesis | None:
@@ -378,12 +462,11 @@ def gpu_clock_throttling(ctx: Context) -> Hypothesis | None:
     if drop < 10 and not reasons:
         return None
     weight = min(0.9, max(drop, 0) / 25) if drop >= 10 else 0.3
-    return Hypothesis(
-        "gpu.clock_throttling", ctx.base * weight,
+    return _environment_hypothesis(
+        ctx, "gpu.clock_throttling", weight,
         f"The GPU clocked down {drop:.0f}%" + (f" ({', '.join(reasons)})" if reasons else ""),
         ctx.signal_summary("gpu") or ctx.signal_summary("prometheus"),
-        ["Check GPU temperature, power cap and cooling on the node", "Compare SM clocks before and after the deploy"],
-    )
+        ["Check GPU temperature, power cap and cooling on the node", "Compare SM clocks before and after the deploy"])
 
 
 def gpu_contention(ctx: Context) -> Hypothesis | None:
@@ -395,8 +478,30 @@ def gpu_contention(ctx: Context) -> Hypothesis | None:
         return None
     summary = f"{foreign} other process(es) share the GPU" if foreign else \
         "The GPU was already saturated before the deploy: another workload may share it"
-    return Hypothesis("gpu.contention", ctx.base * (0.6 if foreign else 0.4), summary, ctx.signal_summary("gpu"),
-                      ["Find what else runs on the node's GPU (nvidia-smi, the pod list)"])
+    return _environment_hypothesis(ctx, "gpu.contention", 0.6 if foreign else 0.45, summary, ctx.signal_summary("gpu"),
+                                   ["Find what else runs on the node's GPU (nvidia-smi, the pod list)"])
+
+
+def _benchmarked(ctx: Context) -> str | None:
+    return "a benchmark (--no-benchmark): the lab replay measures this cause" \
+        if (ctx.lab_verdict or ctx.verdict) == "not_measured" else None
+
+
+def _prometheus(ctx: Context) -> str | None:
+    return None if ctx.signal("prometheus") else \
+        "the deployment's Prometheus series (--prometheus URL, or --signals DIR with metrics.om)"
+
+
+def _pods(ctx: Context) -> str | None:
+    return None if ctx.signal("prometheus") or ctx.signal("kubernetes") else \
+        "the serving pods' state (--signals DIR with kubernetes/*.json or metrics.om, or a cluster to read)"
+
+
+def _gpu(ctx: Context) -> str | None:
+    on_gpu = any(ctx.versions[side]["serving"].get("device") == "cuda" for side in ("old", "new"))
+    if not on_gpu or ctx.signal("gpu") or (ctx.signal("prometheus").get("gpu") or {}).get("gpus"):
+        return None
+    return "GPU readings (NVML here, --signals DIR with nvidia-smi.csv, or DCGM series in Prometheus)"
 
 
 @dataclass(frozen=True)
@@ -405,6 +510,7 @@ class Rule:
 
     causes: tuple[str, ...]
     check: Callable[[Context], Hypothesis | None]
+    needs: Callable[[Context], str | None] | None = None  # what evidence is absent that it needs, or None
 
     @property
     def name(self) -> str:
@@ -414,17 +520,17 @@ class Rule:
 # The one registry of causes: a new cause is a rule function plus one line here. The order is only the order
 # in which rules run; results are sorted by score, then cause id.
 RULES: tuple[Rule, ...] = (
-    Rule(("preprocessing.change",), preprocessing_change),
-    Rule(("serving.config_change",), serving_config_change),
-    Rule(("model.precision_change",), precision_change),
-    Rule(("model.compute_increase", "model.operator_regression"), model_change),
-    Rule(("input.distribution_shift",), input_distribution_shift),
+    Rule(("preprocessing.change",), preprocessing_change, _benchmarked),
+    Rule(("serving.config_change",), serving_config_change, _benchmarked),
+    Rule(("model.precision_change",), precision_change, _benchmarked),
+    Rule(("model.compute_increase", "model.operator_regression"), model_change, _benchmarked),
+    Rule(("input.distribution_shift",), input_distribution_shift, _benchmarked),
     Rule(("input.schema_change",), input_schema_change),
-    Rule(("runtime.library_change",), library_change),
-    Rule(("runtime.cpu_throttling",), cpu_throttling),
-    Rule(("runtime.memory_pressure",), memory_pressure),
-    Rule(("gpu.clock_throttling",), gpu_clock_throttling),
-    Rule(("gpu.contention",), gpu_contention),
+    Rule(("runtime.library_change",), library_change, _benchmarked),
+    Rule(("runtime.cpu_throttling",), cpu_throttling, _prometheus),
+    Rule(("runtime.memory_pressure",), memory_pressure, _pods),
+    Rule(("gpu.clock_throttling",), gpu_clock_throttling, _gpu),
+    Rule(("gpu.contention",), gpu_contention, _gpu),
 )
 
 
@@ -436,13 +542,16 @@ def causes(rules: tuple[Rule, ...] | None = None) -> tuple[str, ...]:
 CAUSES = causes()
 
 
-def rank(ctx: Context, rules: tuple[Rule, ...] | None = None) -> tuple[list[Hypothesis], list[RuleError]]:
+def rank(ctx: Context, rules: tuple[Rule, ...] | None = None) -> tuple[list[Hypothesis], list[RuleError], list[dict]]:
     """Every rule's hypothesis, clipped to [0, 1] (at most NOT_SIGNIFICANT_CAP without a settled regression),
-    sorted by score then cause id; a rule that raises or returns a cause it did not register is an error."""
-    found, errors = [], []
+    sorted by score then cause id; a rule that raises or returns a cause it did not register is an error; a rule
+    that found nothing while evidence it needs is absent is `unjudged` ({cause, missing}, by cause id)."""
+    found, errors, unjudged = [], [], []
     for rule in RULES if rules is None else rules:
         try:
             hypothesis = rule.check(ctx)
+            if hypothesis is None and rule.needs is not None and (missing := rule.needs(ctx)):
+                unjudged += [{"cause": cause, "missing": missing} for cause in rule.causes]
             if hypothesis is not None and hypothesis.cause not in rule.causes:
                 raise ValueError(f"returned cause id {hypothesis.cause!r}, not one of {', '.join(rule.causes)}")
         except Exception as exc:  # one broken rule never hides the others' findings
@@ -455,4 +564,4 @@ def rank(ctx: Context, rules: tuple[Rule, ...] | None = None) -> tuple[list[Hypo
             score = min(score, NOT_SIGNIFICANT_CAP)
         steps = tuple(hypothesis.next_steps) + tuple(runnable(hypothesis.cause, ctx))  # the words, then commands
         found.append(replace(hypothesis, score=round(score, 3), next_steps=steps))
-    return sorted(found, key=lambda h: (-h.score, h.cause)), errors
+    return sorted(found, key=lambda h: (-h.score, h.cause)), errors, sorted(unjudged, key=lambda u: u["cause"])

@@ -86,10 +86,37 @@ def _latency_lines(report: Report) -> list[str]:
     return lines
 
 
+def _production_lines(report: Report) -> list[str]:
+    """Production's latency across the deploy: the figures, the CI, its verdict, the jump, the parts."""
+    p = report.production
+    if p is None:
+        return []
+    what = "average" if p.statistic == "average" else p.statistic
+    lines = ["", "## Production (the serving system's own latency)", "",
+             "| metric | statistic | before (ms) | after (ms) | change | 95% CI | verdict |", "|---|---|---:|---:|---:|---|---|",
+             f"| {p.metric} ({p.server_label or ''}) | {what} | {p.before_ms:.3g} | {p.after_ms:.3g} | "
+             f"{p.change_pct:+.0f}% | {p.ci_pct[0]:+.0f}% .. {p.ci_pct[1]:+.0f}% | {p.verdict.replace('_', ' ')} |"]
+    for role, part in p.parts.items():
+        if part.get("before") is not None and part.get("after") is not None:
+            lines.append(f"| {part['metric']} ({role}) | {part['statistic']} | {part['before']:.3g} | "
+                         f"{part['after']:.3g} | | | |")
+    windows = p.windows
+    if windows:
+        lines += ["", f"Before: {windows['before'][0]} .. {windows['before'][1]}; after: {windows['after'][0]} .. "
+                      f"{windows['after'][1]} (deployed {p.deployed_at})."]
+    if p.change_point:
+        cp = p.change_point
+        lines.append(f"The jump began at {cp['at']}, {cp['lag_s']:+.0f} s from the deploy ({cp['step_pct']:+.0f}%).")
+    if report.verdict_source:
+        lines.append(f"The verdict comes from: {report.verdict_source} (lab: {(report.lab_verdict or '').replace('_', ' ')}).")
+    return lines
+
+
 def render(report: Report) -> str:
     lines = [f"# {report.model}: {report.old} -> {report.new}", "", f"**Verdict: {report.verdict}.** {report.summary}"]
     if report.latency:
         lines += _latency_lines(report)
+    lines += _production_lines(report)
 
     profile = report.profile
     if profile:
@@ -127,9 +154,14 @@ def render(report: Report) -> str:
             lines.append("   - Next: " + "; ".join(words))
         lines += [f"   - Run: `{step.removeprefix('$ ')}`" if step.startswith("$ ") else f"   - Query: `{step[8:]}`"
                   for step in commands]
+        lines += [f"   - Missing: {item}" for item in hyp.missing]
     if unsupported:
         lines += ["", f"Not supported by the evidence (score below {LIKELY_MIN_SCORE:g}; report.json keeps them):", ""]
         lines += [f"- {hyp.cause} (score {hyp.score:.2f}): {hyp.summary}" for hyp in unsupported]
+
+    if report.unjudged:
+        lines += ["", "Not judged, for want of evidence:", ""]
+        lines += [f"- {u['cause']}: needs {u['missing']}" for u in report.unjudged]
 
     lines += ["", "## Evidence sources", ""]
     for name, entry in sorted(report.evidence_sources.items()):

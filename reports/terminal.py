@@ -37,12 +37,27 @@ def _latency_lines(report: Report) -> list[str]:
     return lines
 
 
+def _production_lines(report: Report) -> list[str]:
+    """Production's latency across the deploy, its own verdict and where it jumped."""
+    p = report.production
+    if p is None:
+        return []
+    lines = [f"  {p.describe()}: {p.verdict.replace('_', ' ')}"]
+    cp = p.change_point
+    if cp:
+        lines.append(f"    jump at {cp['at']} ({cp['lag_s']:+.0f} s from the deploy, {cp['step_pct']:+.0f}%)")
+    if report.verdict_source:
+        lines.append(f"  verdict from: {report.verdict_source}")
+    return lines
+
+
 def render(report: Report, top: int = 3) -> str:
     """The verdict and figures, then the top `top` likely causes, each with its first two pieces of evidence and
     the first command that checks it (report.md and report.json hold all of them)."""
     lines = [f"{report.verdict.upper()}: {report.summary}"]
     if report.latency:
         lines += _latency_lines(report)
+    lines += _production_lines(report)
     drift = report.drift
     if drift and not drift.identical:
         changes = [c["text"] for c in drift.schema_changes]

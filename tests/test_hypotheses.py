@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from diagnose.core.report import Production
 from diagnose.hypotheses import CAUSES, Context, Hypothesis, Rule
 from diagnose.hypotheses import rank as rank_with_errors
 
 
 def rank(ctx, rules=None):
     """The ranked hypotheses, after checking that no rule failed."""
-    ranked, errors = rank_with_errors(ctx, rules)
+    ranked, errors, _ = rank_with_errors(ctx, rules)
     assert errors == []
     return ranked
 
@@ -99,7 +100,7 @@ def test_sorted_by_score_then_cause_id():
 def test_unknown_cause_id_is_refused():
     """A rule may only return the cause ids it registered; anything else is a recorded rule error, not a cause."""
     rules = (Rule(("model.compute_increase",), lambda ctx: Hypothesis("model.magic", 0.5, "x")),)
-    ranked, errors = rank_with_errors(context(), rules)
+    ranked, errors, _ = rank_with_errors(context(), rules)
     assert ranked == [] and len(errors) == 1 and "'model.magic'" in errors[0].error
     assert len(CAUSES) == 12
 
@@ -109,20 +110,90 @@ def with_signals(ctx: Context, **signals) -> Context:
     return ctx
 
 
-def test_oom_kills_rank_memory_pressure():
-    ranked = rank(with_signals(context(), kubernetes={"oom_kills": 2, "restarts": 4}))
-    hyp = next(h for h in ranked if h.cause == "runtime.memory_pressure")
-    assert hyp.score == pytest.approx(0.85) and "2 OOM kill(s) and 4 restart(s)" in hyp.summary
-    assert "kubernetes: kubernetes line" in hyp.evidence
+def production(verdict: str, pct: float = 150.0, parts: dict | None = None) -> Production:
+    ci = {"regression": (120.0, 180.0), "no_regression": (-3.0, 3.0), "inconclusive": (-5.0, 30.0)}[verdict]
+    return Production(source="prometheus", server="triton", server_label="Triton", metric="nv_inference_request_duration_us",
+                      statistic="average", before_ms=12.0, after_ms=12.0 * (1 + pct / 100), change_pct=pct, ci_pct=ci,
+                      verdict=verdict, deployed_at="2026-11-20T10:00:00Z", windows={}, change_point=None,
+                      parts=parts or {}, requests={})
 
 
-def test_gpu_clock_drop_and_foreign_processes():
-    ranked = rank(with_signals(context(), gpu={"clock_drop_pct": 22.0, "throttle_reasons": ["HwThermalSlowdown"],
-                                               "foreign_processes": 1}))
-    causes = {h.cause: h for h in ranked}
-    assert causes["gpu.clock_throttling"].score == pytest.approx(0.88) and "HwThermalSlowdown" in causes[
-        "gpu.clock_throttling"].summary
-    assert causes["gpu.contention"].score == pytest.approx(0.6)
+# each environment cause: the signals that point at it, and its weight when production regressed
+ENVIRONMENT = [
+    ("runtime.memory_pressure", {"kubernetes": {"oom_kills": 2, "restarts": 4}}, 0.85),
+    ("runtime.cpu_throttling", {"prometheus": {"throttled_ratio": {"before": 0.02, "after": 0.45}}}, 0.9),
+    ("gpu.clock_throttling", {"gpu": {"clock_drop_pct": 22.0, "throttle_reasons": ["HwThermalSlowdown"]}}, 0.88),
+    ("gpu.contention", {"gpu": {"foreign_processes": 1}}, 0.6),
+]
+
+
+@pytest.mark.parametrize("cause, signals, weight", ENVIRONMENT, ids=[c for c, _, _ in ENVIRONMENT])
+def test_environment_cause_for_against_and_missing(cause, signals, weight):
+    """For: production regressed and the lab did not: the cause leads at its full weight, with production's
+    latency as evidence. Against: production held its latency: the cause cannot lead. Missing: no production
+    latency: it scores lower and says what is missing."""
+    def hyp(prod, lab="no_regression"):
+        ctx = with_signals(context(verdict="regression" if "regression" in (lab, prod and prod.verdict) else lab,
+                                   model=(0.1, 0.0, False)), **signals)
+        ctx.lab_verdict, ctx.production = lab, prod
+        ranked = rank(ctx)
+        return ranked[0], next(h for h in ranked if h.cause == cause)
+
+    top, found = hyp(production("regression"))
+    assert top.cause == cause and found.score == pytest.approx(weight)
+    assert found.evidence[-1].startswith("production average latency 12 -> 30 ms (+150%") and not found.missing
+    _, against = hyp(production("no_regression", pct=1.0), lab="regression")
+    assert against.score <= round(0.15 * weight, 3) + 0.001
+    _, unknown = hyp(None, lab="regression")
+    assert 0.3 < unknown.score < found.score and "production latency" in unknown.missing[0]
+
+
+def test_queue_growth_with_steady_compute_is_said():
+    ctx = with_signals(context(model=(0.1, 0.0, False)), prometheus={"throttled_ratio": {"before": 0.02, "after": 0.45}})
+    ctx.production = production("regression", parts={"queue": {"before": 1.0, "after": 19.0},
+                                                     "compute": {"before": 11.0, "after": 11.2}})
+    cpu = next(h for h in rank(ctx) if h.cause == "runtime.cpu_throttling")
+    assert any("queue time grew, compute steady" in line for line in cpu.evidence)
+
+
+def test_model_side_cause_cannot_lead_when_the_new_model_is_no_slower():
+    """A bigger model whose factorial shows no model effect, beside throttling that production confirms."""
+    ctx = with_signals(context(new=version(artifact_sha256="b" * 64, param_count=4000), model=(0.2, 0.02, False)),
+                       prometheus={"throttled_ratio": {"before": 0.02, "after": 0.45}})
+    ctx.lab_verdict, ctx.production = "no_regression", production("regression")
+    ranked = rank(ctx)
+    assert ranked[0].cause == "runtime.cpu_throttling"
+    assert next(h for h in ranked if h.cause == "model.compute_increase").score == 0
+
+
+def test_two_causes_at_once_both_rank_high():
+    """A bigger model (lab regression, model share 0.6) and throttling that production shows: both lead."""
+    ctx = with_signals(context(new=version(artifact_sha256="b" * 64, param_count=4000), model=(6, 0.6)),
+                       prometheus={"throttled_ratio": {"before": 0.02, "after": 0.45}})
+    ctx.lab_verdict, ctx.production = "regression", production("regression")
+    top = [h.cause for h in rank(ctx)[:2]]
+    assert set(top) == {"runtime.cpu_throttling", "model.compute_increase"}
+
+
+def test_unjudged_causes_say_what_is_missing():
+    ctx = context(verdict="not_measured", old=version(serving={"device": "cuda"}))
+    ctx.lab_verdict = "not_measured"
+    _, _, unjudged = rank_with_errors(ctx)
+    missing = {u["cause"]: u["missing"] for u in unjudged}
+    assert "Prometheus" in missing["runtime.cpu_throttling"] and "GPU readings" in missing["gpu.clock_throttling"]
+    assert "--no-benchmark" in missing["preprocessing.change"] and "kubernetes" in missing["runtime.memory_pressure"]
+    assert [u["cause"] for u in unjudged] == sorted(u["cause"] for u in unjudged)
+    cpu_only = context()
+    assert "gpu.contention" not in {u["cause"] for u in rank_with_errors(cpu_only)[2]}  # a CPU model: not applicable
+
+
+def test_runtime_change_of_the_same_model_is_library_change():
+    ctx = context(old=version(format="torchscript"), new=version(format="onnx", artifact_sha256="b" * 64))
+    ranked = rank(ctx)
+    assert ranked[0].cause == "runtime.library_change" and "TorchScript -> ONNX Runtime" in ranked[0].summary
+    assert "model.operator_regression" not in {h.cause for h in ranked}
+    same_runtime = rank(context(new=version(artifact_sha256="b" * 64)))
+    assert "runtime.library_change" not in {h.cause for h in same_runtime}
 
 
 def test_unavailable_signals_rank_nothing():

@@ -34,14 +34,22 @@ def test_an_old_run_folder_gives_the_same_verdict_figures_and_causes(saved_run):
     after = json.loads(result.stdout)
     assert RunFolder(saved_run).format_version == 1
     assert after["verdict"] == before["verdict"] == "regression"
-    # the same figures; the tail's own verdict (report.json 2.2) is new beside them
-    assert {k: v for k, v in after["latency"].items() if k != "tail"} == before["latency"]
+    # the same figures; the tail's own verdict (report.json 2.2) and production's latency (2.3: none recorded) are
+    # new beside them
+    assert {k: v for k, v in after["latency"].items() if k not in ("tail", "production")} == before["latency"]
+    assert after["latency"]["production"] is None and after["verdict_source"] == "lab"
     assert after["latency"]["tail"]["verdict"] in ("regression", "unsettled") and after["regression_kind"] == "median"
     assert after["attribution"] == before["attribution"]
-    assert [(h["cause"], h["score"]) for h in after["hypotheses"]] == [(h["cause"], h["score"]) for h in before["hypotheses"]]
+    # the same causes; those of the environment weigh 0.6 of what they did, as no production latency shows whether
+    # they slowed requests (schema 2.3: hypotheses' `missing` says so)
+    environment = {"gpu.clock_throttling", "gpu.contention", "runtime.memory_pressure", "runtime.cpu_throttling"}
+    assert [(h["cause"], h["score"]) for h in after["hypotheses"]] == [
+        (h["cause"], round(h["score"] * 0.6, 3) if h["cause"] in environment else h["score"]) for h in before["hypotheses"]]
+    assert all(h["missing"] for h in after["hypotheses"] if h["cause"] in environment)
     # the same hypotheses; their next steps now end with commands to run (diagnose.next_steps)
     for h_after, h_before in zip(after["hypotheses"], before["hypotheses"], strict=True):
-        assert {**h_after, "next_steps": None} == {**h_before, "next_steps": None}
+        assert {**h_after, "next_steps": None, "score": None} == {**h_before, "next_steps": None, "score": None,
+                                                                   "missing": h_after["missing"]}
         assert h_after["next_steps"][:len(h_before["next_steps"])] == h_before["next_steps"]
     assert any(step.startswith("$ diagnose compare") for step in after["hypotheses"][0]["next_steps"])
     # the same fix; each variant row now also says how it was timed (report.json 2.2)
@@ -58,7 +66,7 @@ def test_an_old_run_folder_gives_the_same_verdict_figures_and_causes(saved_run):
            {k: v for k, v in tie_before.items() if k not in ("feature", "text")}
     assert after["profile"]["totals"] == before["profile"]["signals"]  # renamed in format 2 / schema 2.0
     assert after["evidence_sources"] == before["collectors"] | {"host": {"status": "unavailable", "reason": "stage skipped"}}
-    assert after["rule_errors"] == [] and after["schema_version"] == "2.2" and after["incomplete"] is None
+    assert after["rule_errors"] == [] and after["schema_version"] == "2.3" and after["incomplete"] is None
     jsonschema.validate(after, SCHEMA)
 
 

@@ -19,8 +19,10 @@ import numpy as np
 from diagnose.core.stats import Delta, SideStats, summarize
 
 # 2.0: `collectors` -> `evidence_sources`, profile `signals` -> `totals`, `rule_errors`; 2.1: `incomplete`;
-# 2.2: `regression_kind`, `latency.tail`, verdict `not_measured` (latency and attribution null)
-SCHEMA_VERSION = "2.2"
+# 2.2: `regression_kind`, `latency.tail`, verdict `not_measured` (latency and attribution null);
+# 2.3: `latency.production`, `lab_verdict`, `verdict_source`, hypotheses' `missing`, `unjudged` (latency's lab keys
+# null when only production measured it)
+SCHEMA_VERSION = "2.3"
 # not_measured: the compare ran without a benchmark (--no-benchmark): no latency, no attribution, causes from signals
 VERDICTS = ("regression", "improvement", "no_regression", "inconclusive", "not_measured")
 
@@ -73,6 +75,65 @@ class Latency:
     def to_dict(self) -> dict:
         return {"unit": self.unit, "old": self.old.to_dict(), "new": self.new.to_dict(), "delta": self.delta.to_dict(),
                 "noise_floor_pct": self.noise_floor_pct, "alpha": self.alpha, "tail": self.tail and self.tail.to_dict()}
+
+
+def _ms(x: float) -> str:
+    return f"{x:.3g}" if x < 100 else f"{x:.0f}"
+
+
+@dataclass(frozen=True)
+class Production:
+    """Production's latency across the deploy, from the serving system's own metrics (evidence/prometheus.json's
+    `latency`): the headline statistic before and after, its change with a CI, the verdict it gives on its own,
+    where it jumped, and the queue/compute parts where the server splits them."""
+
+    source: str  # the evidence source: "prometheus"
+    server: str | None  # the serving preset ("triton", "kserve", ...; "user" for --latency-metric)
+    server_label: str | None
+    metric: str
+    statistic: str  # "p99" | "p50" (quantiles) | "average" (counters only)
+    before_ms: float
+    after_ms: float
+    change_pct: float
+    ci_pct: tuple[float, float]
+    verdict: str  # stats.production_verdict: regression | improvement | no_regression | inconclusive
+    deployed_at: str | None
+    windows: dict
+    change_point: dict | None
+    parts: dict  # role ("queue", "compute", ...) -> {metric, statistic, before, after}
+    requests: dict
+
+    def describe(self) -> str:
+        """"production p99 12.1 -> 30.5 ms (+152%, 95% CI +140% .. +160%) from Triton's
+        nv_inference_request_duration_us (queue 1 -> 19 ms, compute 11 -> 11.2 ms)"."""
+        what = "average latency" if self.statistic == "average" else self.statistic
+        who = f"{self.server_label}'s " if self.server_label and self.server != "user" else ""
+        lo, hi = self.ci_pct
+        line = (f"production {what} {_ms(self.before_ms)} -> {_ms(self.after_ms)} ms ({self.change_pct:+.0f}%, 95% CI "
+                f"{lo:+.0f}% .. {hi:+.0f}%) from {who}{self.metric}")
+        parts = [f"{role} {_ms(part['before'])} -> {_ms(part['after'])} ms" for role, part in self.parts.items()
+                 if part.get("before") is not None and part.get("after") is not None]
+        return line + (f" ({', '.join(parts)})" if parts else "")
+
+    def grew(self) -> str | None:
+        """Which part grew where the server splits them: "queue" (compute steady: capacity or contention),
+        "compute" (the model, its runtime or the machine under it), "both", or None."""
+        if "queue" not in self.parts or "compute" not in self.parts:
+            return None
+
+        def up(part: dict) -> bool:
+            before, after = part.get("before"), part.get("after")
+            return before is not None and after is not None and after > before * 1.2 and after - before > 0.1
+
+        queue, compute = up(self.parts["queue"]), up(self.parts["compute"])
+        return "both" if queue and compute else "queue" if queue else "compute" if compute else None
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "server": self.server, "server_label": self.server_label,
+                "metric": self.metric, "statistic": self.statistic, "before_ms": self.before_ms,
+                "after_ms": self.after_ms, "change_pct": self.change_pct, "ci_pct": list(self.ci_pct),
+                "verdict": self.verdict, "deployed_at": self.deployed_at, "windows": self.windows,
+                "change_point": self.change_point, "parts": self.parts, "requests": self.requests}
 
 
 @dataclass(frozen=True)
@@ -151,14 +212,15 @@ class Hypothesis:
     summary: str
     evidence: tuple[str, ...] = ()
     next_steps: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()  # evidence that would confirm or refute it but is absent (its score is lower)
 
     def __post_init__(self):
-        object.__setattr__(self, "evidence", tuple(self.evidence))
-        object.__setattr__(self, "next_steps", tuple(self.next_steps))
+        for name in ("evidence", "next_steps", "missing"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
 
     def to_dict(self) -> dict:
         return {"cause": self.cause, "score": self.score, "summary": self.summary, "evidence": list(self.evidence),
-                "next_steps": list(self.next_steps)}
+                "next_steps": list(self.next_steps), "missing": list(self.missing)}
 
 
 @dataclass(frozen=True)
@@ -300,6 +362,10 @@ class Report:
     rule_errors: tuple[RuleError, ...] = ()
     incomplete: str | None = None  # the INCOMPLETE marker's reason: the run was interrupted and evidence may be missing
     regression_kind: str | None = None  # "median" (p50 moved) | "tail" (only p99 moved) | None: no regression
+    production: Production | None = None  # production latency across the deploy, when signals cover it
+    lab_verdict: str | None = None  # the benchmark's own verdict (not_measured without one)
+    verdict_source: str | None = None  # "lab" | "production" | "lab and production": what carries the verdict
+    unjudged: tuple[dict, ...] = ()  # {cause, missing}: causes no rule could judge for want of evidence
     schema_version: str = SCHEMA_VERSION
 
     def __post_init__(self):
@@ -316,10 +382,13 @@ class Report:
             "verdict": self.verdict,
             "regression_kind": self.regression_kind,
             "summary": self.summary,
-            "latency": self.latency and self.latency.to_dict(),
+            "lab_verdict": self.lab_verdict,
+            "verdict_source": self.verdict_source,
+            "latency": self._latency_dict(),
             "attribution": self.attribution and self.attribution.to_dict(),
             "cells": {key: cell.to_dict() for key, cell in self.cells.items()},
             "hypotheses": [h.to_dict() for h in self.hypotheses],
+            "unjudged": list(self.unjudged),
             "profile": self.profile and self.profile.to_dict(),
             "drift": self.drift and self.drift.to_dict(),
             "fix": self.fix and self.fix.to_dict(),
@@ -330,3 +399,12 @@ class Report:
             "run": self.run.to_dict(),
             "incomplete": self.incomplete,
         }
+
+    def _latency_dict(self) -> dict | None:
+        """The lab's figures (null when not measured) with production's under `production`."""
+        if self.latency is None and self.production is None:
+            return None
+        out = self.latency.to_dict() if self.latency else {
+            "unit": "ms", "old": None, "new": None, "delta": None, "noise_floor_pct": None, "alpha": None, "tail": None}
+        out["production"] = self.production and self.production.to_dict()
+        return out

@@ -43,6 +43,8 @@ __all__ = [
     "tail_verdict",
     "tail_settled",
     "overall_verdict",
+    "production_verdict",
+    "joint_verdict",
     "noise_warnings",
 ]
 
@@ -424,6 +426,46 @@ def overall_verdict(median: str, tail: str) -> tuple[str, str | None]:
     if tail == "regression":
         return "regression", "tail"
     return median, None
+
+
+PRODUCTION_FLOOR_PCT = 10.0  # a production change smaller than this is not a regression (traffic moves p99 this much)
+PRODUCTION_MARGIN_PCT = 5.0  # ... and one whose CI reaches below this is not a settled one
+
+
+def production_verdict(pct: float, ci_pct: tuple[float, float], floor_pct: float = PRODUCTION_FLOOR_PCT,
+                       margin_pct: float = PRODUCTION_MARGIN_PCT) -> str:
+    """Production's change across the deploy (the serving system's own latency, collectors/prometheus_change.py):
+    "regression" when it is at least `floor_pct` and its whole CI above `margin_pct`, "improvement" likewise
+    downwards, "no_regression" when the CI lies inside +-floor_pct, else "inconclusive".
+
+    Wider than the lab's bounds on purpose: production latency moves with traffic and neighbours, and a healthy
+    deploy must never be called a regression; what pages someone is a step of tens of percent.
+    """
+    lo, hi = ci_pct
+    if pct >= floor_pct and lo > margin_pct:
+        return "regression"
+    if pct <= -floor_pct and hi < -margin_pct:
+        return "improvement"
+    if -floor_pct < lo and hi < floor_pct:
+        return "no_regression"
+    return "inconclusive"
+
+
+def joint_verdict(lab: str, production: str | None) -> tuple[str, str | None]:
+    """The report's verdict from the lab's (benchmark; "not_measured" without one) and production's (None
+    without signals covering the deploy), and which source carries it: "lab", "production" or "lab and
+    production". Production regressed is a regression even when the lab shows none (a memory limit, a CPU
+    limit, GPU clocks or load that a replay cannot reproduce); a lab regression stays one when production does
+    not show it, and the report says so."""
+    if lab == "regression" and production == "regression":
+        return "regression", "lab and production"
+    if lab == "regression":
+        return "regression", "lab"
+    if production == "regression":
+        return "regression", "production"
+    if lab == "not_measured" and production is not None:
+        return production, "production"
+    return lab, (None if lab == "not_measured" else "lab")
 
 
 def unexplained_spread(samples, sizes=None) -> float:
