@@ -270,3 +270,57 @@ def test_without_a_deployment_there_is_no_kubectl_and_without_a_run_no_command()
     ctx.run = {}
     cpu = next(h for h in rank(ctx) if h.cause == "runtime.cpu_throttling")
     assert all(not s.startswith(("$ ", "PromQL: ")) for s in cpu.next_steps)
+
+
+# --- every lab-side rule: evidence for it, against it, and missing ----------------------------------------------
+
+SIZE_CELLS = {"old_model/old_requests": {"input_elements_mean": 40, "preprocess_p50_ms": 0.2, "input_signature": "int64[1, 20]"},
+              "new_model/old_requests": {"input_elements_mean": 256, "preprocess_p50_ms": 0.2, "input_signature": "int64[1, 128]"}}
+LONGER = {"old": {"columns": {"text": {"kind": "text", "mean_len": 50}}},
+          "new": {"columns": {"text": {"kind": "text", "mean_len": 200}}}}
+# cause -> (what the versions, requests and cells say, which side's effect carries it)
+LAB_SIDE = {
+    "preprocessing.change": (dict(new=version(preprocess_sha256="q" * 64), cells=SIZE_CELLS), "model"),
+    "serving.config_change": (dict(new=version(serving={"threads": 1})), "model"),
+    "model.precision_change": (dict(old=version(serving={"precision": "int8"})), "model"),
+    "model.compute_increase": (dict(new=version(artifact_sha256="b" * 64, param_count=4000)), "model"),
+    "model.operator_regression": (dict(new=version(artifact_sha256="b" * 64)), "model"),
+    "runtime.library_change": (dict(old=version(format="torchscript"), new=version(format="onnx", artifact_sha256="b" * 64)),
+                               "model"),
+    "input.distribution_shift": (dict(requests=LONGER), "input"),
+}
+
+
+@pytest.mark.parametrize("cause", sorted(LAB_SIDE))
+def test_lab_side_cause_for_against_and_missing(cause):
+    """For: a lab regression that the cause's side explains: it leads. Against: that side explains none of the change
+    (the new model is no slower on the old requests; the old model no slower on the new requests): it cannot lead,
+    and scores 0. Missing: without a profile, a model-side cause scores lower (operator_regression 0.5 instead of
+    up to 0.8) and says the operator-level diff is missing."""
+    setup, side = LAB_SIDE[cause]
+    explains, nothing = (9.5, 0.95), (0.1, 0.01, False)
+    pairs = {"model": (explains, nothing), "input": (nothing, explains)} if side == "model" else \
+        {"model": (nothing, explains), "input": (explains, nothing)}
+    for_it = rank(context(**setup, model=pairs["model"][0], inputs=pairs["input"][0][:2]))
+    assert for_it[0].cause == cause and for_it[0].score >= 0.45, for_it
+    against = rank(context(**setup, model=pairs["model"][1], inputs=pairs["input"][1][:2]))
+    found = next((h for h in against if h.cause == cause), None)
+    assert found is None or found.score == 0 or against[0].cause != cause
+    if cause.startswith(("model.", "preprocessing.")):
+        assert any("profile" in line for line in for_it[0].missing)
+
+
+def test_schema_change_for_against():
+    """A changed dtype the old model cannot serve leads; one that changes nothing measurable stays low."""
+    requests = {"old": {"columns": {"a": {"kind": "number", "dtype": "float32"}}},
+                "new": {"columns": {"a": {"kind": "number", "dtype": "float64"}}}}
+    ctx = context(requests=requests, model=(0.1, 0.01, False), inputs=(9.5, 0.95))
+    ctx.attribution["unavailable"] = {"old_model/new_requests": "expected float32, got float64"}
+    assert rank(ctx)[0].cause == "input.schema_change"
+    harmless = next(h for h in rank(context(requests=requests, model=(9.5, 0.95))) if h.cause == "input.schema_change")
+    assert harmless.score <= 0.2 < rank(ctx)[0].score
+
+
+def test_an_a_a_context_lists_nothing_above_a_tenth():
+    ranked = rank(context(verdict="no_regression", model=(0.01, 0.0, False), inputs=(0.01, 0.0)))
+    assert all(h.score <= 0.1 for h in ranked)
