@@ -482,6 +482,32 @@ def gpu_contention(ctx: Context) -> Hypothesis | None:
                                    ["Find what else runs on the node's GPU (nvidia-smi, the pod list)"])
 
 
+def capacity(ctx: Context) -> Hypothesis | None:
+    """Production's queue time grew while its compute time held: the requests waited for a free model instance,
+    they were not slower to serve. Too few replicas or instances for the traffic (more traffic, or fewer or
+    smaller pods than before), or a batcher's delay; not the model. Needs a server that splits queue from
+    compute (Triton, TorchServe, OVMS, ...)."""
+    grew = ctx.grew()
+    if grew not in ("queue", "both"):
+        return None
+    p = ctx.production
+    queue, compute = p.parts["queue"], p.parts["compute"]
+    evidence = [f"queue {queue['before']:.3g} -> {queue['after']:.3g} ms, compute {compute['before']:.3g} -> "
+                f"{compute['after']:.3g} ms ({queue['metric']}, {compute['metric']})"]
+    before, after = (p.requests or {}).get("before"), (p.requests or {}).get("after")
+    traffic = _ratio(before, after)
+    weight = 0.85 if grew == "queue" else 0.4  # both grew: slower compute queues requests too
+    if traffic and traffic > 1.2:
+        evidence.append(f"requests served {before:,} -> {after:,} in the hour ({traffic:.2f}x the traffic)")
+        weight = min(0.9, weight + 0.05)
+    summary = ("Production's requests waited longer in the queue while compute held steady: too little capacity "
+               "for the traffic" if grew == "queue" else
+               "Production's queue grew with its compute time: slower requests back up the queue")
+    return Hypothesis("serving.capacity", ctx.env_base * weight, summary, evidence + ctx.production_lines(),
+                      ["Compare replicas, instances per model and the dynamic batcher's settings before and after the "
+                       "deploy", "Scale out, or cap the batcher's queue delay"])
+
+
 def _benchmarked(ctx: Context) -> str | None:
     return "a benchmark (--no-benchmark): the lab replay measures this cause" \
         if (ctx.lab_verdict or ctx.verdict) == "not_measured" else None
@@ -531,6 +557,7 @@ RULES: tuple[Rule, ...] = (
     Rule(("runtime.memory_pressure",), memory_pressure, _pods),
     Rule(("gpu.clock_throttling",), gpu_clock_throttling, _gpu),
     Rule(("gpu.contention",), gpu_contention, _gpu),
+    Rule(("serving.capacity",), capacity),
 )
 
 

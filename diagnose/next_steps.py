@@ -125,6 +125,16 @@ def _gpu_contention(run: _Run) -> list[str]:
                     if listing else [])
 
 
+def _capacity(run: _Run) -> list[str]:
+    selector = run.deployment.get("selector")
+    namespace = f" -n {_q(run.namespace)}" if run.namespace else ""
+    steps = [f"$ kubectl{namespace} get deployments,hpa -l {_q(selector)} -o wide   # replicas and autoscaling"
+             ] if selector else []
+    m = run.matchers()
+    return steps + [f"PromQL: sum(rate(nv_inference_request_success{_with(m, '')}[5m]))   # request rate (Triton's "
+                    "name; use your server's request counter)"]
+
+
 # cause id -> the commands for it (a cause without an entry keeps its words only)
 COMMANDS: dict[str, Callable[[_Run], list[str]]] = {
     "preprocessing.change": _old_preprocess,
@@ -139,6 +149,7 @@ COMMANDS: dict[str, Callable[[_Run], list[str]]] = {
     "runtime.memory_pressure": _memory,
     "gpu.clock_throttling": _gpu_clocks,
     "gpu.contention": _gpu_contention,
+    "serving.capacity": _capacity,
 }
 
 

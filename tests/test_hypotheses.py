@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from diagnose.core.report import Production
@@ -102,7 +104,7 @@ def test_unknown_cause_id_is_refused():
     rules = (Rule(("model.compute_increase",), lambda ctx: Hypothesis("model.magic", 0.5, "x")),)
     ranked, errors, _ = rank_with_errors(context(), rules)
     assert ranked == [] and len(errors) == 1 and "'model.magic'" in errors[0].error
-    assert len(CAUSES) == 12
+    assert len(CAUSES) == 13
 
 
 def with_signals(ctx: Context, **signals) -> Context:
@@ -148,10 +150,29 @@ def test_environment_cause_for_against_and_missing(cause, signals, weight):
     assert 0.3 < unknown.score < found.score and "production latency" in unknown.missing[0]
 
 
+def test_queue_growth_with_steady_compute_is_capacity():
+    """For: production's queue grew, compute held, traffic rose: capacity leads. Against: compute grew as much (the
+    requests are slower to serve): it cannot lead. Missing: a server without the split: no hypothesis."""
+    def ranked(parts, requests=None):
+        ctx = context(verdict="regression", model=(0.1, 0.0, False))
+        ctx.lab_verdict = "no_regression"
+        ctx.production = replace(production("regression", parts=parts), requests=requests or {})
+        return rank(ctx)
+
+    queue = ranked({"queue": {"metric": "q", "before": 1.0, "after": 19.0},
+                    "compute": {"metric": "c", "before": 11.0, "after": 11.2}}, {"before": 36000, "after": 54000})
+    assert queue[0].cause == "serving.capacity" and queue[0].score == pytest.approx(0.9)
+    assert any("1.50x the traffic" in line for line in queue[0].evidence)
+    both = ranked({"queue": {"metric": "q", "before": 1.0, "after": 19.0},
+                   "compute": {"metric": "c", "before": 11.0, "after": 30.0}})
+    assert next(h for h in both if h.cause == "serving.capacity").score <= 0.4
+    assert "serving.capacity" not in {h.cause for h in ranked({})}
+
+
 def test_queue_growth_with_steady_compute_is_said():
     ctx = with_signals(context(model=(0.1, 0.0, False)), prometheus={"throttled_ratio": {"before": 0.02, "after": 0.45}})
-    ctx.production = production("regression", parts={"queue": {"before": 1.0, "after": 19.0},
-                                                     "compute": {"before": 11.0, "after": 11.2}})
+    ctx.production = production("regression", parts={"queue": {"metric": "q", "before": 1.0, "after": 19.0},
+                                                     "compute": {"metric": "c", "before": 11.0, "after": 11.2}})
     cpu = next(h for h in rank(ctx) if h.cause == "runtime.cpu_throttling")
     assert any("queue time grew, compute steady" in line for line in cpu.evidence)
 
@@ -274,8 +295,9 @@ def test_without_a_deployment_there_is_no_kubectl_and_without_a_run_no_command()
 
 # --- every lab-side rule: evidence for it, against it, and missing ----------------------------------------------
 
-SIZE_CELLS = {"old_model/old_requests": {"input_elements_mean": 40, "preprocess_p50_ms": 0.2, "input_signature": "int64[1, 20]"},
-              "new_model/old_requests": {"input_elements_mean": 256, "preprocess_p50_ms": 0.2, "input_signature": "int64[1, 128]"}}
+SIZE_CELLS = {
+    "old_model/old_requests": {"input_elements_mean": 40, "preprocess_p50_ms": 0.2, "input_signature": "int64[1, 20]"},
+    "new_model/old_requests": {"input_elements_mean": 256, "preprocess_p50_ms": 0.2, "input_signature": "int64[1, 128]"}}
 LONGER = {"old": {"columns": {"text": {"kind": "text", "mean_len": 50}}},
           "new": {"columns": {"text": {"kind": "text", "mean_len": 200}}}}
 # cause -> (what the versions, requests and cells say, which side's effect carries it)
