@@ -54,6 +54,11 @@ variants: torch-eager torch-int8 torch-compile ort-disabled ort-basic ort-extend
 """
 LATENCY_METRIC_HELP = ("latency metric to read before the serving presets (a histogram, summary or <name>_sum/_count "
                        "counters, unit from its suffix); wins over deployment.latency_metric (docs/signals.md)")
+EVAL_EXAMPLES = """examples:
+  diagnose eval                                           # the shipped suite, fixtures/scenarios
+  diagnose eval --only aa_tabular,compute_recsys_ranker --json > eval.json
+  diagnose eval my-scenarios/ --out runs/eval-today --budget-scale 2
+"""
 ANALYZE_EXAMPLES = """examples:
   diagnose analyze runs/20261128T101500Z-textclf-v1-vs-v2
   diagnose analyze RUN_DIR --format markdown > incident.md
@@ -268,6 +273,22 @@ def build_parser() -> argparse.ArgumentParser:
                       "(by distributedInfo.rank or a rank-N file name); a single file must record that rank")
     diff.add_argument("--new-rank", type=_count(0), help="the new side's rank, when it differs (default: --rank)")
     diff.set_defaults(handler=_diff_traces)
+
+    evaluate = commands.add_parser(
+        "eval", help="run a labelled scenario suite and score the ranked causes (AC@1, AC@3, Avg@3)",
+        description="Run every scenario of a suite (a folder of <name>/scenario.yaml, docs/eval.md) through the "
+                    "compare and score its ranked causes against the true ones.",
+        epilog=EVAL_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    evaluate.add_argument("suite", nargs="?", type=Path, help="suite folder (default: the shipped fixtures/scenarios)")
+    evaluate.add_argument("--out", type=Path, metavar="DIR", help="output folder: a run folder per scenario and eval.json "
+                                                   "(default runs/<timestamp>-eval)")
+    evaluate.add_argument("--only", metavar="NAME,...", type=lambda t: [n.strip() for n in t.split(",") if n.strip()],
+                          help="run only these scenarios")
+    evaluate.add_argument("--budget-scale", type=_positive_float, default=1.0, metavar="X",
+                          help="multiply every scenario's benchmark budget (default 1)")
+    evaluate.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    evaluate.set_defaults(handler=_eval)
     return parser
 
 
@@ -362,6 +383,13 @@ def _diff_traces(args: argparse.Namespace) -> int:
 
     sys.stdout.write(diff_command(args.old, args.new, args.top, args.json, iterations=args.iterations, rank=args.rank,
                                   new_iterations=args.new_iterations, new_rank=args.new_rank))
+    return EXIT_OK
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from diagnose.evaluation import eval_command
+
+    sys.stdout.write(eval_command(args.suite, args.out, args.only, args.json, args.budget_scale))
     return EXIT_OK
 
 

@@ -121,8 +121,8 @@ class Context:
     def share(self, side: str) -> float:
         """The part of the change that `side` ("model" or "input") explains, 0 when not significant."""
         effect = self.attribution.get(side)
-        if not effect or not effect.get("significant") or effect.get("share") is None:
-            return 0.0
+        if not effect or not effect.get("significant") or effect.get("share") is None or effect["effect_ms"] <= 0:
+            return 0.0  # a side that made it faster explains no part of a slowdown
         return max(0.0, min(1.0, effect["share"]))
 
     def effect_text(self, side: str) -> str:
@@ -138,11 +138,23 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return b / a if a and b is not None else None
 
 
+def same_weights(old: dict, new: dict) -> bool | None:
+    """Whether two versions carry the same weights: parameter counts within 1%, else (an ONNX artifact has no
+    parameter count) weight bytes within 5% (its graph adds a little); None when neither is known."""
+    params = _ratio(old.get("param_count"), new.get("param_count"))
+    if params is not None:
+        return abs(params - 1) <= 0.01
+    size = _ratio(old.get("weight_bytes"), new.get("weight_bytes"))
+    return abs(size - 1) <= 0.05 if size is not None else None
+
+
 def preprocessing_change(ctx: Context) -> Hypothesis | None:
     old, new = ctx.versions["old"], ctx.versions["new"]
     if old.get("preprocess_sha256") == new.get("preprocess_sha256") and old.get("preprocess") == new.get("preprocess"):
         return None
     oo, no = ctx.cells.get("old_model/old_requests", {}), ctx.cells.get("new_model/old_requests", {})
+    if not no and ctx.requests.get("identical"):  # one request log for both: the new/new cell saw the old requests
+        no = ctx.cells.get("new_model/new_requests", {})
     size_ratio = _ratio(oo.get("input_elements_mean"), no.get("input_elements_mean"))
     pre_ratio = _ratio(oo.get("preprocess_p50_ms"), no.get("preprocess_p50_ms"))
     if old.get("preprocess") != new.get("preprocess"):
@@ -236,9 +248,16 @@ def model_change(ctx: Context) -> Hypothesis | None:
         # FLOP comparisons would mislead; the precision rule explains this artifact change.
         return None
     params = _ratio(old.get("param_count"), new.get("param_count"))
-    if old.get("format") != new.get("format") and params is not None and abs(params - 1) <= 0.01:
-        return None  # the same parameters in another runtime: the library rule explains this artifact change
+    same = same_weights(old, new)
+    if old.get("format") != new.get("format") and same:
+        return None  # the same weights in another runtime: the library rule explains this artifact change
     flops, calls = ctx.signal_ratio("flops_per_step"), ctx.signal_ratio("calls_per_step")
+    totals = (ctx.profile or {}).get("totals") or {}
+    replaced = bool(totals.get("ops_removed") and totals.get("ops_added"))
+    if same and replaced:
+        # The same weights through other ops (a fused attention written out as matmuls, a fused norm by hand): the
+        # profiler estimates FLOPs for some ops only (none for fused attention), so their ratio is not more work.
+        flops = calls = None
     evidence = [f"artifact changed: {old.get('artifact')} (sha256 {str(old.get('artifact_sha256'))[:12]}) -> "
                 f"{new.get('artifact')} (sha256 {str(new.get('artifact_sha256'))[:12]})"]
     if params is not None:
@@ -261,7 +280,11 @@ def model_change(ctx: Context) -> Hypothesis | None:
                           steps + ["Check whether the larger architecture was intended; weigh a distilled or quantized variant"],
                           missing=ctx.missing_lab())
     weight = 0.5
-    if flops is not None and ctx.profile:
+    if same and replaced:
+        evidence.append(f"profile: the same weights through other ops: {', '.join(totals['ops_removed'][:3])} replaced "
+                        f"by {', '.join(totals['ops_added'][:5])}")
+        weight = 0.8 if totals.get("delta_self_ms_per_step", 0) > 0 else 0.6
+    elif flops is not None and ctx.profile:
         signals = ctx.profile["totals"]
         if signals["ops_added"]:
             evidence.append(f"profile: ops only in the new version: {', '.join(signals['ops_added'][:5])}")
@@ -384,11 +407,10 @@ def library_change(ctx: Context) -> Hypothesis | None:
     if old_fmt != new_fmt and old_fmt and new_fmt:
         evidence = [f"the runtime changed: {RUNTIMES.get(old_fmt, old_fmt)} ({old_fmt}) -> "
                     f"{RUNTIMES.get(new_fmt, new_fmt)} ({new_fmt})"]
-        params = _ratio(ctx.versions["old"].get("param_count"), ctx.versions["new"].get("param_count"))
-        same_model = params is not None and abs(params - 1) <= 0.01
+        same_model = bool(same_weights(ctx.versions["old"], ctx.versions["new"]))
         if same_model:
-            evidence.append(f"the same parameters in both ({ctx.versions['new']['param_count']:,}): the model is the "
-                            "same, its runtime is not")
+            evidence.append("the same weights in both (parameters, else weight bytes): the model is the same, its "
+                            "runtime is not")
         evidence += [ctx.effect_text("model")] + libs + ctx.findings()
         weight = 0.9 if same_model else 0.6
         return Hypothesis(
@@ -500,6 +522,13 @@ def capacity(ctx: Context) -> Hypothesis | None:
     if traffic and traffic > 1.2:
         evidence.append(f"requests served {before:,} -> {after:,} in the hour ({traffic:.2f}x the traffic)")
         weight = min(0.9, weight + 0.05)
+    throttled = (ctx.signal("prometheus").get("throttled_ratio") or {}).get("after") or 0.0
+    restarts = max(ctx.signal("prometheus").get("restarts") or 0, ctx.signal("kubernetes").get("restarts") or 0)
+    if throttled >= 0.1 or restarts:
+        # a throttled or restarting pod serves fewer requests at a time: the queue follows from that cause
+        evidence.append(f"but the pods were {'CPU-throttled' if throttled >= 0.1 else 'restarting'} after the deploy "
+                        "too: the queue may follow from that")
+        weight *= 0.5
     summary = ("Production's requests waited longer in the queue while compute held steady: too little capacity "
                "for the traffic" if grew == "queue" else
                "Production's queue grew with its compute time: slower requests back up the queue")

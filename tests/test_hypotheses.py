@@ -346,3 +346,35 @@ def test_schema_change_for_against():
 def test_an_a_a_context_lists_nothing_above_a_tenth():
     ranked = rank(context(verdict="no_regression", model=(0.01, 0.0, False), inputs=(0.01, 0.0)))
     assert all(h.score <= 0.1 for h in ranked)
+
+
+def test_a_fused_op_written_out_is_operator_regression_not_more_compute():
+    """The same weights, fused attention replaced by matmuls: the profiler counts FLOPs for the matmuls but none for
+    the fused op, so the FLOP ratio is not more work."""
+    ctx = context(new=version(artifact_sha256="b" * 64))
+    ctx.profile = {"findings": [], "totals": {
+        "old_precision": {"low_precision_share": 0}, "new_precision": {"low_precision_share": 0},
+        "old_flops_per_step": 2.0e8, "new_flops_per_step": 2.75e8, "old_calls_per_step": 227, "new_calls_per_step": 331,
+        "ops_added": ["aten::bmm", "aten::_softmax"], "ops_removed": ["aten::scaled_dot_product_attention"],
+        "delta_self_ms_per_step": 2.0, "old_copy_ms_per_step": 0.0, "new_copy_ms_per_step": 0.1}}
+    ranked = rank(ctx)
+    assert ranked[0].cause == "model.operator_regression" and ranked[0].score >= 0.75
+    assert any("scaled_dot_product_attention replaced by aten::bmm" in line for line in ranked[0].evidence)
+    bigger = context(new=version(artifact_sha256="b" * 64, param_count=4000))
+    bigger.profile = ctx.profile
+    assert rank(bigger)[0].cause == "model.compute_increase"  # more parameters is more work, whatever the ops
+
+
+def test_preprocessing_with_one_request_log_reads_the_diagonal_cell():
+    ctx = context(new=version(preprocess_sha256="q" * 64),
+                  cells={"old_model/old_requests": {"input_elements_mean": 1024, "input_signature": "float32[8, 1, 32, 32]"},
+                         "new_model/new_requests": {"input_elements_mean": 4096, "input_signature": "float32[8, 1, 64, 64]"}})
+    ctx.requests["identical"] = True
+    top = rank(ctx)[0]
+    assert top.cause == "preprocessing.change" and top.score > 0.85 and any("4.00x the model input" in e for e in top.evidence)
+
+
+def test_a_faster_side_explains_no_slowdown():
+    """An improvement: the model effect is negative with a share of the (negative) change; it explains no slowdown."""
+    ctx = context(verdict="improvement", new=version(artifact_sha256="b" * 64), model=(-5.0, 1.0))
+    assert all(h.score == 0 for h in rank(ctx))

@@ -262,8 +262,9 @@ def test_live_preset(prom, om_file, tmp_path, namespace, preset, statistic, part
 def test_triton_queue_grows_compute_steady_summary_line(om_file):
     e = offline(om_file, "triton")
     line = next(s for s in e.summary if s.startswith("average request latency"))
-    assert line == ("average request latency 12 -> 30 ms (+152%, 95% CI +152% .. +152%) from Triton nv_inference_request_duration_us (counters); "
-                    "queue 1.0 -> 19 ms, compute 11 -> 11 ms, the hour before the deploy vs the hour after"), line
+    assert line == ("average request latency 12 -> 30 ms (+152%, 95% CI +152% .. +152%) from Triton "
+                    "nv_inference_request_duration_us (counters); queue 1.0 -> 19 ms, compute 11 -> 11 ms, "
+                    "the hour before the deploy vs the hour after"), line
 
 
 def test_triton_summaries_win_over_its_counters(om_file):
@@ -340,7 +341,8 @@ def test_compare_finds_triton_latency_with_no_configuration(om_file, tiny_regist
     assert lat["server"] == "triton" and lat["statistic"] == "average" and lat["unit"] == "ms"
     assert lat["avg_ms"] == {"before": 12.1, "after": 30.5}
     assert lat["queue"]["after"] == 19.2 and lat["compute"]["after"] == 11.2
-    assert any(line.startswith("average request latency 12 -> 30 ms (+152%, 95% CI +152% .. +152%) from Triton") for line in evidence["summary"])
+    assert any(line.startswith("average request latency 12 -> 30 ms (+152%, 95% CI +152% .. +152%) from Triton")
+               for line in evidence["summary"])
 
 
 def test_manifest_latency_metric_and_the_cli_wins(om_file, tiny_registry, tmp_path):
