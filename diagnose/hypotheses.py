@@ -483,7 +483,8 @@ def gpu_clock_throttling(ctx: Context) -> Hypothesis | None:
     reasons = gpu.get("throttle_reasons") or []
     if drop < 10 and not reasons:
         return None
-    weight = min(0.9, max(drop, 0) / 25) if drop >= 10 else 0.3
+    # a drop of 25% counts fully; the driver's own throttle reasons (heat, power cap) say why it clocked down
+    weight = min(0.9, max(drop, 0) / 25 + (0.3 if reasons else 0.0)) if drop >= 10 else 0.3
     return _environment_hypothesis(
         ctx, "gpu.clock_throttling", weight,
         f"The GPU clocked down {drop:.0f}%" + (f" ({', '.join(reasons)})" if reasons else ""),

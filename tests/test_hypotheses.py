@@ -124,12 +124,14 @@ def production(verdict: str, pct: float = 150.0, parts: dict | None = None) -> P
 ENVIRONMENT = [
     ("runtime.memory_pressure", {"kubernetes": {"oom_kills": 2, "restarts": 4}}, 0.85),
     ("runtime.cpu_throttling", {"prometheus": {"throttled_ratio": {"before": 0.02, "after": 0.45}}}, 0.9),
-    ("gpu.clock_throttling", {"gpu": {"clock_drop_pct": 22.0, "throttle_reasons": ["HwThermalSlowdown"]}}, 0.88),
+    ("gpu.clock_throttling", {"gpu": {"clock_drop_pct": 22.0, "throttle_reasons": ["HwThermalSlowdown"]}}, 0.9),
+    ("gpu.clock_throttling", {"gpu": {"clock_drop_pct": 12.5, "throttle_reasons": ["SwPowerCap"]}}, 0.8),
+    ("gpu.clock_throttling", {"gpu": {"clock_drop_pct": 15.0, "throttle_reasons": []}}, 0.6),
     ("gpu.contention", {"gpu": {"foreign_processes": 1}}, 0.6),
 ]
 
 
-@pytest.mark.parametrize("cause, signals, weight", ENVIRONMENT, ids=[c for c, _, _ in ENVIRONMENT])
+@pytest.mark.parametrize("cause, signals, weight", ENVIRONMENT, ids=[f"{c}-{w}" for c, _, w in ENVIRONMENT])
 def test_environment_cause_for_against_and_missing(cause, signals, weight):
     """For: production regressed and the lab did not: the cause leads at its full weight, with production's
     latency as evidence. Against: production held its latency: the cause cannot lead. Missing: no production
