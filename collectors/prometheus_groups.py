@@ -30,6 +30,13 @@ def _container_key(labels) -> tuple:
     return labels.get("namespace"), labels.get("pod"), labels.get("container")
 
 
+def _instance_key(labels) -> tuple:
+    """A container's key plus cAdvisor's instance labels: a restarted container is a new series (new `id` and
+    `name`), and each instance's samples must be kept (the peak before an OOM kill is in the old one)."""
+    labels = dict(labels)
+    return _container_key(labels) + (labels.get("id"), labels.get("name"))
+
+
 class Windows:
     """The grid around the deploy, and which of its points are before and after it (counters and
     gauges differ at the deploy instant)."""
@@ -57,7 +64,7 @@ def container_numbers(group: dict, w: Windows, notes: list[str], target: Target)
     """cAdvisor and kube-state-metrics: CPU throttling and use, memory vs limit, OOM kills, restarts."""
     by_name: dict[str, dict] = {}
     for (name, labels), values in group.items():
-        by_name.setdefault(name, {})[_container_key(labels)] = values
+        by_name.setdefault(name, {})[_instance_key(labels)] = values
     out: dict = {}
 
     throttled, periods = by_name.get(CADVISOR[0], {}), by_name.get(CADVISOR[1], {})
@@ -132,8 +139,8 @@ def container_numbers(group: dict, w: Windows, notes: list[str], target: Target)
     else:
         notes.append(f"no {KSM[0]}{{resource=\"memory\"}} series for {target.describe()}: memory limit unknown")
     out["memory_limit_bytes"] = limit
-    headrooms = [(limits[k][1] - peak) / limits[k][1] for k, peak in peaks["after"].items()
-                 if k in limits and limits[k][1] > 0]
+    headrooms = [(limits[k[:3]][1] - peak) / limits[k[:3]][1] for k, peak in peaks["after"].items()
+                 if k[:3] in limits and limits[k[:3]][1] > 0]
     out["memory_headroom_after"] = rounded(min(headrooms), 4) if headrooms else None
 
     for field, name, what in (("oom_events", CADVISOR[4], "OOM events"), ("restarts", KSM[1], "restarts")):

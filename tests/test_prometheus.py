@@ -919,3 +919,33 @@ def test_live_fallbacks_explicit_regex_and_nothing_matching(prom, api_client, ro
     assert collector.queries[-1].startswith("{__name__=~")  # checkout: kube_pod_labels listed the pods
     assert rollout_live(server.url, "legacy", "app=billing").collect().data["pods_seen"] == [
         "billing-worker-6c7d8e-xxxxx", "orders-7f8g9h-abcde"]
+
+
+def test_a_restarted_containers_instances_are_all_read():
+    """cAdvisor starts a new series (new `id` and `name`) for each container instance: the peak that ended in an OOM
+    kill is in the old instance's series, the OOM event in its counter; neither is lost to the new instance's."""
+    from collectors.prometheus_evidence import prometheus_evidence
+    from collectors.prometheus_selection import Target
+
+    t = D + 30 * np.arange(-122, 123, dtype=float)
+    kill = D + 1200
+
+    def labels(instance: str, **extra) -> tuple:
+        return tuple(sorted({"namespace": "shop", "pod": "cart-7f9c-abcde", "container": "model",
+                             "id": f"/kubepods/burstable/pod1/{instance}", "name": instance, **extra}.items()))
+
+    first, second = t <= kill, t > kill
+    climb = np.linspace(1.0, 2.0, first.sum()) * 2 ** 30
+    series = {
+        ("container_memory_working_set_bytes", labels("c1")): (t[first], climb),
+        ("container_memory_working_set_bytes", labels("c2")): (t[second], np.full(second.sum(), 0.5 * 2 ** 30)),
+        ("container_oom_events_total", labels("c1")): (t[first], np.where(t[first] >= kill, 1.0, 0.0)),
+        ("container_oom_events_total", labels("c2")): (t[second], np.zeros(second.sum())),
+        ("kube_pod_container_resource_limits", tuple(sorted({"namespace": "shop", "pod": "cart-7f9c-abcde",
+                                                             "container": "model", "resource": "memory"}.items()))):
+            (t, np.full(len(t), 2.0 * 2 ** 30)),
+    }
+    data = prometheus_evidence(series, "2026-11-20T10:00:00Z",
+                               target=Target(namespace="shop", pod_regex="cart-.+", container="model")).data
+    assert data["memory_working_set_bytes"]["after"] == 2 ** 31  # the old instance's peak, not the new one's
+    assert data["memory_headroom_after"] == 0 and data["oom_events"] == 1
