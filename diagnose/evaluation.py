@@ -276,11 +276,14 @@ def summarize(rows: list[dict]) -> dict:
 
 def run_eval(suite: str | Path, out: Path, only: list[str] | None = None, budget_scale: float = 1.0) -> dict:
     """Load, run and score the suite; the result (also saved as out/eval.json)."""
+    from collectors.environment import capture
     from diagnose.core.progress import status
     from diagnose.core.runfolder import make_dir, write_json
     from diagnose.core.times import utc_now
 
     scenarios = load_suite(suite, only)
+    env = capture()
+    machine = {"cpu_model": env["cpu_model"], "usable_cores": env["usable_cores"], "cpu_flags": env.get("cpu_flags")}
     out = make_dir(out)
     started_at, started = utc_now(), time.monotonic()
     rows = []
@@ -288,7 +291,7 @@ def run_eval(suite: str | Path, out: Path, only: list[str] | None = None, budget
         for i, scenario in enumerate(scenarios, 1):
             say(f"{i}/{len(scenarios)} {scenario.name}")
             rows.append(run_scenario(scenario, out, budget_scale))
-    result = {"suite": str(Path(suite).resolve()), "out": str(out), "started_at": started_at,
+    result = {"suite": str(Path(suite).resolve()), "out": str(out), "started_at": started_at, "machine": machine,
               "elapsed_s": round(time.monotonic() - started, 1), "budget_scale": budget_scale,
               "metrics": summarize(rows), "scenarios": rows}
     write_json(out / RESULT_FILE, result)
@@ -336,7 +339,9 @@ def render_table(result: dict) -> str:
     ]
     for true, preds in m["confusion"].items():
         lines.append(f"  {true}: " + ", ".join(f"{p} {n}" for p, n in preds.items()))
-    lines += ["", f"total {result['elapsed_s']:.1f}s; results in {Path(result['out']) / RESULT_FILE}"]
+    machine = result.get("machine") or {}
+    lines += ["", f"total {result['elapsed_s']:.1f}s on {machine.get('cpu_model', 'an unknown CPU')} "
+                  f"({machine.get('usable_cores', '?')} usable cores); results in {Path(result['out']) / RESULT_FILE}"]
     return "\n".join(lines) + "\n"
 
 
