@@ -118,3 +118,32 @@ def test_production_alone_without_a_benchmark(tiny_registry, tmp_path):
     assert report["verdict_source"] == "production" and report["latency"]["old"] is None
     assert report["hypotheses"][0]["cause"] == "runtime.memory_pressure"
     assert {u["cause"] for u in report["unjudged"]} >= {"model.compute_increase", "preprocessing.change"}
+
+
+@pytest.mark.parametrize("server", ["triton", "triton_summary", "torchserve", "tfserving", "kserve", "mlserver", "seldon",
+                                    "bentoml", "ovms", "http"])
+def test_every_servers_healthy_deploys_never_regress_and_a_step_always_does(server, tmp_path):
+    """Each serving system's own series (fixtures/scenario_signals.py), read as --signals reads them: five healthy
+    deploys with other seeds and noise are never a production regression; a +60% step always is, with its CI."""
+    from diagnose.core.evidence import Evidence
+    from diagnose.production import production_latency
+    from diagnose.signals import collect_offline
+    from fixtures.scenario_signals import write
+
+    def verdict(latency_ms: list[float], seed: int):
+        spec = {"server": server, "fault": "healthy", "deployed_at": "2026-11-20T10:00:00Z", "namespace": "ml",
+                "app": f"scorer-{seed}", "latency_ms": latency_ms, "seed": seed}
+        folder = tmp_path / f"{seed}-{latency_ms[1]}"
+        write(folder, spec)
+        deployment = {"namespace": "ml", "selector": f"app=scorer-{seed},version=v2", "container": "model",
+                      "deployed_at": spec["deployed_at"]}
+        prom: Evidence = collect_offline(folder, deployment)["prometheus"]
+        found = production_latency(prom.to_dict())
+        assert found is not None, prom.reason or prom.data.get("notes")
+        return found
+
+    for seed in range(5):
+        healthy = verdict([20.0, 20.0], seed)
+        assert healthy.verdict == "no_regression" and abs(healthy.change_pct) < 10, healthy
+    step = verdict([20.0, 32.0], 11)
+    assert step.verdict == "regression" and step.ci_pct[0] > 5, step
