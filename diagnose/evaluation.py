@@ -65,9 +65,9 @@ class Scenario:
 
 # ---- loading ---------------------------------------------------------------------------------------------------------
 def known_causes() -> set[str]:
-    from diagnose.hypotheses import RULES
+    from diagnose.hypotheses import causes
 
-    return {cause for rule in RULES for cause in rule.causes}
+    return set(causes())
 
 
 def load_scenario(path: Path, causes: set[str] | None = None) -> Scenario:
@@ -277,7 +277,7 @@ def summarize(rows: list[dict]) -> dict:
 def run_eval(suite: str | Path, out: Path, only: list[str] | None = None, budget_scale: float = 1.0) -> dict:
     """Load, run and score the suite; the result (also saved as out/eval.json)."""
     from collectors.environment import capture
-    from diagnose.core.progress import status
+    from diagnose.core.progress import Bar
     from diagnose.core.runfolder import make_dir, write_json
     from diagnose.core.times import utc_now
 
@@ -287,10 +287,11 @@ def run_eval(suite: str | Path, out: Path, only: list[str] | None = None, budget
     out = make_dir(out)
     started_at, started = utc_now(), time.monotonic()
     rows = []
-    with status(f"Evaluating {len(scenarios)} scenarios") as say:
-        for i, scenario in enumerate(scenarios, 1):
-            say(f"{i}/{len(scenarios)} {scenario.name}")
+    with Bar(len(scenarios), "Evaluating", unit=" scenarios") as bar:
+        for i, scenario in enumerate(scenarios):
+            bar.update_to(i, scenario.name)
             rows.append(run_scenario(scenario, out, budget_scale))
+        bar.update_to(len(scenarios), "done")
     result = {"suite": str(Path(suite).resolve()), "out": str(out), "started_at": started_at, "machine": machine,
               "elapsed_s": round(time.monotonic() - started, 1), "budget_scale": budget_scale,
               "metrics": summarize(rows), "scenarios": rows}

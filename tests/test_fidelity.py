@@ -143,11 +143,13 @@ def test_float64_requests_slow_a_model_that_computes_in_its_input_dtype(tmp_path
 
 @pytest.mark.slow
 def test_a_tail_only_regression_is_detected_and_named(tmp_path):
-    """One call in 25 takes 10 ms more: the median holds, the p99 rises. The verdict is a regression of the tail."""
+    """One call in 50 takes 10 ms more: the median holds, the p99 rises. The verdict is a regression of the tail.
+    (Rarer slow calls would leave the p99 unmoved; more frequent ones move the median too: 4% of samples moved to
+    the top shift the median by two percentile points, a real change of 1-3% on a spread-out machine.)"""
     root = tmp_path / "registry"
     frame = _features(64, np.float32)
     _version(root, "v1", SLOW_PATH_MODEL.format(every=0, extra_s=0.0), frame)
-    _version(root, "v2", SLOW_PATH_MODEL.format(every=25, extra_s=0.01), frame)
+    _version(root, "v2", SLOW_PATH_MODEL.format(every=50, extra_s=0.01), frame)
     report = _compare(root, tmp_path)
     assert report["verdict"] == "regression" and report["regression_kind"] == "tail", report["summary"]
     assert report["latency"]["tail"]["verdict"] == "regression"

@@ -1,7 +1,7 @@
 """Progress on stderr for every step longer than a second; silent when stderr is not a terminal.
 
 `status` is for steps of unknown length (loading, building): it shows the elapsed time. `Bar` is for
-steps measured against a budget (the benchmark): it fills by elapsed seconds.
+steps measured against a budget (the benchmark: it fills by elapsed seconds) or a count (the eval's scenarios).
 """
 
 from __future__ import annotations
@@ -45,16 +45,17 @@ def status(description: str):
 
 
 class Bar:
-    """A bar over `total` units (seconds of budget); `update_to` moves it to an absolute position."""
+    """A bar over `total` units (seconds of budget, or `unit` such as " scenarios"); `update_to` moves it to an
+    absolute position."""
 
-    def __init__(self, total: float, description: str):
+    def __init__(self, total: float, description: str, unit: str = "s"):
         self._bar = None
         if _enabled():
             from tqdm import tqdm
 
             self._bar = tqdm(
-                total=round(total, 1), desc=description, file=sys.stderr, leave=False, unit="s",
-                bar_format="{desc} {bar} {n:.0f}/{total:.0f}s {postfix}",
+                total=round(total, 1), desc=description, file=sys.stderr, leave=False, unit=unit,
+                bar_format="{desc} {bar} {n:.0f}/{total:.0f}{unit} {postfix}",
             )
 
     def update_to(self, position: float, note: str = "") -> None:
