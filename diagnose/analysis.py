@@ -111,7 +111,7 @@ def _summary(run: dict, result: Outcome | None, production, verdict_source: str 
 
 
 def _production_warnings(lab_verdict: str, production) -> list[str]:
-    """A lab regression production does not show, and production's figures that are not the lab's."""
+    """The warning for a lab regression that production does not show."""
     if production is None:
         return []
     if lab_verdict == "regression" and production.verdict in ("no_regression", "improvement"):

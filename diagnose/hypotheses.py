@@ -405,18 +405,16 @@ def library_change(ctx: Context) -> Hypothesis | None:
     old_fmt, new_fmt = ctx.versions["old"].get("format"), ctx.versions["new"].get("format")
     libs = [line for line in ctx.environment_diff if line.startswith(("libraries", "python"))]
     if old_fmt != new_fmt and old_fmt and new_fmt:
-        evidence = [f"the runtime changed: {RUNTIMES.get(old_fmt, old_fmt)} ({old_fmt}) -> "
-                    f"{RUNTIMES.get(new_fmt, new_fmt)} ({new_fmt})"]
+        old_rt, new_rt = RUNTIMES.get(old_fmt, old_fmt), RUNTIMES.get(new_fmt, new_fmt)
+        evidence = [f"the runtime changed: {old_rt} ({old_fmt}) -> {new_rt} ({new_fmt})"]
         same_model = bool(same_weights(ctx.versions["old"], ctx.versions["new"]))
         if same_model:
             evidence.append("the same weights in both (parameters, else weight bytes): the model is the same, its "
                             "runtime is not")
         evidence += [ctx.effect_text("model")] + libs + ctx.findings()
-        weight = 0.9 if same_model else 0.6
         return Hypothesis(
-            "runtime.library_change", ctx.base * ctx.share("model") * weight,
-            f"The new version runs on another runtime: {RUNTIMES.get(old_fmt, old_fmt)} -> "
-            f"{RUNTIMES.get(new_fmt, new_fmt)}", evidence,
+            "runtime.library_change", ctx.base * ctx.share("model") * (0.9 if same_model else 0.6),
+            f"The new version runs on another runtime: {old_rt} -> {new_rt}", evidence,
             ["Serve the new model in the old runtime (or tune the new one's session options) and re-benchmark"],
             missing=ctx.missing_lab())
     if not libs:
