@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
+from diagnose.core import stats
 from diagnose.core.errors import first_line
 from diagnose.core.report import Hypothesis, Production, RuleError
 from diagnose.next_steps import runnable
@@ -119,10 +120,14 @@ class Context:
         return out
 
     def share(self, side: str) -> float:
-        """The part of the change that `side` ("model" or "input") explains, 0 when not significant."""
+        """The part of the change that `side` ("model" or "input") explains, 0 when not significant or within the
+        noise floor: with many samples a 0.05% effect is "significant", and over a near-zero total change (an A/A
+        compare) its share is several hundred percent, which explains nothing."""
         effect = self.attribution.get(side)
         if not effect or not effect.get("significant") or effect.get("share") is None or effect["effect_ms"] <= 0:
             return 0.0  # a side that made it faster explains no part of a slowdown
+        if effect.get("effect_pct") is not None and effect["effect_pct"] < stats.NOISE_FLOOR_PCT:
+            return 0.0
         return max(0.0, min(1.0, effect["share"]))
 
     def effect_text(self, side: str) -> str:

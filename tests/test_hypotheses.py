@@ -350,6 +350,15 @@ def test_an_a_a_context_lists_nothing_above_a_tenth():
     assert all(h.score <= 0.1 for h in ranked)
 
 
+def test_a_tiny_significant_effect_over_a_near_zero_change_explains_nothing():
+    """An A/A compare with many samples: a 0.03% input effect is "significant", and over a near-zero total it is
+    280% of the change; it is still noise, so no cause reads it as the requests' doing."""
+    ranked = rank(context(verdict="no_regression", model=(-0.002, -1.8, False), inputs=(0.003, 2.8)))
+    assert all(h.score <= 0.1 for h in ranked), ranked
+    real = rank(context(verdict="no_regression", model=(0.1, 0.1, False), inputs=(0.9, 0.9)))
+    assert real[0].cause == "input.distribution_shift" and real[0].score > 0.1  # 9% of the old median: no noise
+
+
 def test_a_fused_op_written_out_is_operator_regression_not_more_compute():
     """The same weights, fused attention replaced by matmuls: the profiler counts FLOPs for the matmuls but none for
     the fused op, so the FLOP ratio is not more work."""
