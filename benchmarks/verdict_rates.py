@@ -100,7 +100,7 @@ def trial(old, new, budget: float, seed: int):
     a = result.samples.loc[result.samples["cell"] == "old_model/old_requests", "latency_ms"].to_numpy()
     b = result.samples.loc[result.samples["cell"] == "new_model/new_requests", "latency_ms"].to_numpy()
     delta = stats.relative_change(a, b, seed=seed)
-    verdict, kind = stats.overall_verdict(stats.verdict(delta), stats.tail_verdict(delta, min(len(a), len(b))))
+    verdict, kind = stats.overall_verdict(stats.verdict(delta), stats.tail_verdict(delta, min(len(a), len(b))), delta)
     ours = verdict == "regression"
     t = sps.ttest_ind(b, a)
     pyperf = bool(t.pvalue < 0.05 and b.mean() > a.mean())

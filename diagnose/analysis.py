@@ -76,7 +76,8 @@ def _summary_line(model: str, old: str, new: str, result: Outcome) -> str:
         "inconclusive": f"{model} {new} vs {old}: not enough evidence either way",
     }
     if result.regression_kind == "tail":
-        median = "unchanged" if tail.median_verdict == "no_regression" else tail.median_verdict.replace("_", " ")
+        median = {"no_regression": "unchanged", "regression": "a small shift"}.get(
+            tail.median_verdict, tail.median_verdict.replace("_", " "))
         line = (f"{model} {new} has a slower tail than {old} (a tail-only regression): p99 {delta.p99_pct:+.1f}% "
                 f"(95% CI {p99_lo:+.1f}% .. {p99_hi:+.1f}%), p50 {delta.p50_pct:+.1f}% ({median})")
     else:
@@ -185,7 +186,7 @@ def outcome(folder: RunFolder) -> Outcome:
     n = min(len(cells[OO]), len(cells[NN]))
     tail = Tail(stats.tail_verdict(delta, n), median, n, stats.MIN_TAIL_SAMPLES, stats.TAIL_NOISE_FLOOR_PCT,
                 stats.TAIL_EQUIVALENCE_PCT)
-    verdict, kind = stats.overall_verdict(median, tail.verdict)
+    verdict, kind = stats.overall_verdict(median, tail.verdict, delta)
     return Outcome(verdict, delta, Attribution.from_dict(attribution), cells, tail, kind)
 
 

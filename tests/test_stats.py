@@ -493,3 +493,21 @@ def test_spread_explained_by_request_size_is_not_noise():
     noisy = latency * np.exp(rng.normal(0, 0.3, 400))
     assert any("not explained by request size" in w for w in S.noise_warnings(noisy, latency, old_sizes=sizes,
                                                                                 new_sizes=sizes))
+
+
+def _tail_delta(p50: float, p99_ci: tuple[float, float]) -> Delta:
+    return Delta(p50, (p50 - 1.0, p50 + 1.0), p50, (p50 - 1.0, p50 + 1.0), sum(p99_ci) / 2, p99_ci, 1e-6)
+
+
+@pytest.mark.parametrize("median, tail, p50, p99_ci, expected", [
+    ("regression", "regression", 2.2, (300.0, 800.0), ("regression", "tail")),  # 2% slow calls nudge the median
+    ("no_regression", "regression", 0.2, (20.0, 40.0), ("regression", "tail")),
+    ("regression", "regression", 30.0, (25.0, 40.0), ("regression", "median")),  # everything slower
+    ("regression", "regression", 4.0, (8.0, 20.0), ("regression", "median")),  # the tail not clearly dominant
+    ("regression", "no_regression", 3.0, (-2.0, 4.0), ("regression", "median")),
+    ("no_regression", "unsettled", 0.1, (-8.0, 30.0), ("no_regression", None)),
+])
+def test_the_regression_kind_names_the_part_that_carries_the_change(median, tail, p50, p99_ci, expected):
+    assert S.overall_verdict(median, tail, _tail_delta(p50, p99_ci)) == expected
+    if expected[1] == "median":  # without the changes, a median regression is the median's
+        assert S.overall_verdict(median, tail) == expected

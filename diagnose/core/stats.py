@@ -415,13 +415,23 @@ def tail_settled(delta: Delta, n: int, min_samples: int = MIN_TAIL_SAMPLES) -> b
     return lo > 2.0 * TAIL_NOISE_FLOOR_PCT or hi < -2.0 * TAIL_NOISE_FLOOR_PCT or (-half < lo and hi < half)
 
 
-def overall_verdict(median: str, tail: str) -> tuple[str, str | None]:
+TAIL_DOMINANCE = 4.0  # a p99 change whose CI stays this many times above the median's makes the regression the tail's
+
+
+def overall_verdict(median: str, tail: str, delta: Delta | None = None) -> tuple[str, str | None]:
     """The verdict from the median's and the tail's, and which one regressed ("median", "tail" or None).
 
     A slower p99 is a regression even when the median holds: a lock, a GC pause or a slow path for some requests
-    shows only there, and p99 is what the on-call page is usually about. Its kind is "tail" then.
+    shows only there, and p99 is what the on-call page is usually about. Its kind is "tail" then. It is also
+    "tail" when the median moved too but the tail carries the change (given `delta`): moving 2% of the calls to
+    the top shifts the median by a percentile point, a real 1-3% on a spread-out machine that the 1% floor calls
+    a regression; while the median moved less than the tail's noise floor (5%) and the p99's CI lies at least
+    `TAIL_DOMINANCE` times above it, the slow calls are the story, not the median.
     """
     if median == "regression":
+        if (tail == "regression" and delta is not None and delta.p50_pct < TAIL_NOISE_FLOOR_PCT
+                and delta.p99_pct_ci[0] > TAIL_DOMINANCE * max(delta.p50_pct, NOISE_FLOOR_PCT)):
+            return "regression", "tail"
         return "regression", "median"
     if tail == "regression":
         return "regression", "tail"
