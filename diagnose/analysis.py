@@ -172,7 +172,11 @@ def outcome(folder: RunFolder) -> Outcome:
     if OO not in cells or NN not in cells:
         missing = [k for k in (OO, NN) if k not in cells]
         raise UserError(f"no samples for {', '.join(missing)}", folder.file(RunFolder.SAMPLES))
-    delta = stats.relative_change(cells[OO], cells[NN], seed=seed)
+    blocks = None
+    if "round" in samples:  # each round timed one block per cell: the tail's CI resamples those blocks
+        rounds = {key: group["round"].to_numpy() for key, group in samples.groupby("cell")}
+        blocks = (rounds[OO], rounds[NN])
+    delta = stats.relative_change(cells[OO], cells[NN], seed=seed, blocks=blocks)
     identical = folder.evidence("requests", required=True).get("identical")
     crossed = dict(cells)
     if identical:  # one request log for both versions: the crossed cells are the diagonal ones, input effect is nil

@@ -111,11 +111,11 @@ def drift(plan: Plan, folder: RunFolder) -> None:
 def verdict_settled(frame) -> bool:
     """Early-stop check on the samples so far: are the old-vs-new verdicts of the median and of the p99 settled?
     The p99 needs at least `stats.MIN_TAIL_SAMPLES` a side, so a compare never stops on the median alone."""
-    old = frame.loc[frame["cell"] == OO, "latency_ms"].to_numpy()
-    new = frame.loc[frame["cell"] == NN, "latency_ms"].to_numpy()
+    old, new = frame[frame["cell"] == OO], frame[frame["cell"] == NN]
     if min(len(old), len(new)) < stats.MIN_TAIL_SAMPLES:
         return False
-    delta = stats.relative_change(old, new, n_boot=500)
+    delta = stats.relative_change(old["latency_ms"].to_numpy(), new["latency_ms"].to_numpy(), n_boot=500,
+                                  blocks=(old["round"].to_numpy(), new["round"].to_numpy()))
     return stats.settled(delta) and stats.tail_settled(delta, min(len(old), len(new)))
 
 

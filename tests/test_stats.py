@@ -511,3 +511,30 @@ def test_the_regression_kind_names_the_part_that_carries_the_change(median, tail
     assert S.overall_verdict(median, tail, _tail_delta(p50, p99_ci)) == expected
     if expected[1] == "median":  # without the changes, a median regression is the median's
         assert S.overall_verdict(median, tail) == expected
+
+
+def test_block_bootstrap_matches_the_plain_one_for_blocks_of_one():
+    x = np.random.default_rng(3).lognormal(0.0, 0.3, 3000)
+    qs = np.array([0.9, 0.99])
+    blocked = S._block_bootstrap_quantiles(x, np.arange(x.size), qs, 2000, np.random.default_rng(0))
+    plain = S._bootstrap_quantiles(x, qs, 2000, np.random.default_rng(0))
+    assert np.allclose(blocked.mean(axis=1), plain.mean(axis=1), rtol=0.01)
+    assert np.allclose(blocked.std(axis=1), plain.std(axis=1), rtol=0.15)
+
+
+def test_a_few_noisy_blocks_do_not_make_a_settled_tail_regression():
+    """An A/A pair timed in blocks of 8 (500 rounds), where five blocks of the new side hit bursts of machine
+    noise (2x slower), as in a real noise-only compare whose top samples sat in three rounds: a per-sample
+    bootstrap calls the p99 a settled regression, resampling the blocks leaves it unsettled."""
+    rng = np.random.default_rng(5)
+    blocks = np.repeat(np.arange(500), 8)
+    old = rng.lognormal(0.0, 0.15, blocks.size)
+    new = rng.lognormal(0.0, 0.15, blocks.size)
+    new[np.isin(blocks, (40, 41, 300, 301, 450))] *= 2.0
+    plain = S.relative_change(old, new, seed=1)
+    blocked = S.relative_change(old, new, seed=1, blocks=(blocks, blocks))
+    assert S.tail_verdict(plain, blocks.size) == "regression"
+    assert S.tail_verdict(blocked, blocks.size) == "unsettled", blocked.p99_pct_ci
+    assert blocked.p50_pct_ci == plain.p50_pct_ci  # the median's CI stays per sample
+    with pytest.raises(ValueError, match="one block id per sample"):
+        S.relative_change(old, new, blocks=(blocks[:-1], blocks))
