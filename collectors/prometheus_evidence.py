@@ -211,7 +211,7 @@ def _latency_line(lat: dict) -> str | None:
         if not average and p50["after"] is not None:
             line += f" (p50 {ms_text(p50['after'])} ms)"
     if lat.get("server"):
-        who = "" if lat["server"] == "user" else f"{lat['server_label']} "
+        who = "" if lat["server"] in ("user", "discovered") else f"{lat['server_label']} "
         line += f" from {who}{lat['metric']} ({'counters' if average else 'quantiles'})"
     parts = []
     for role in ("queue", "compute", "preprocess", "postprocess"):

@@ -216,7 +216,8 @@ def latency_numbers(group: dict, w: Windows, notes: list[str], target: Target, u
     roles, `change_point(s)`, `timeline`."""
     preset = detect(group, user_metric)
     if user_metric and (preset is None or preset.name != "user"):
-        instead = f"; read {preset.label}'s {preset.metric} instead" if preset else ""
+        instead = "" if preset is None else f"; read {preset.metric} instead" if preset.name == "discovered" else \
+            f"; read {preset.label}'s {preset.metric} instead"
         notes.append(f"no {user_metric} series (histogram, summary or _sum/_count counters) for "
                      f"{target.describe()}{instead}")
     if preset is None:
@@ -227,6 +228,11 @@ def latency_numbers(group: dict, w: Windows, notes: list[str], target: Target, u
                 "avg_ms": _nones()}
     if preset.name == "user" and not unit_to_ms(user_metric)[1]:
         notes.append(f"{user_metric}: no unit suffix (_seconds, _ms, _us): taken as seconds")
+    if preset.name == "discovered":
+        parts = "".join(f", {role} {metric}" for role, metric in preset.parts)
+        notes.append(f"no serving preset's latency series for {target.describe()}: read the {preset.kind} "
+                     f"{preset.metric}{parts}, found by its name (set deployment.latency_metric to choose another)"
+                     + ("" if unit_to_ms(preset.metric)[1] else "; no unit suffix: taken as seconds"))
     out = {"server": preset.name, "server_label": preset.label, "statistic": "average" if preset.kind == COUNTERS
            else "quantiles", "unit": "ms", **_component(preset, preset.metric, preset.count, group, w, notes, target,
                                                         tolerance_s)}

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 from collectors.openmetrics import Series, SeriesKey
-from collectors.serving_metrics import candidates
+from collectors.serving_metrics import DISCOVERABLE, candidates
 from diagnose.core.errors import UserError
 
 CADVISOR = ("container_cpu_cfs_throttled_periods_total", "container_cpu_cfs_periods_total",
@@ -124,6 +124,15 @@ def latency_names(latency_metric: str | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(n for p in candidates(latency_metric) for n in p.series_names()))
 
 
+# PromQL's side of serving_metrics.DISCOVERABLE, on every sample name of such a histogram or summary
+DISCOVERY_REGEX = "[a-zA-Z_:][a-zA-Z0-9_:]*(latency|duration|_time|_seconds|_milliseconds|_ms|_microseconds|_us)" \
+                  "(_bucket|_sum|_count)?"
+
+
+def _discoverable(name: str) -> bool:
+    return bool(DISCOVERABLE.fullmatch(re.sub(r"_(bucket|sum|count)$", "", name)) or DISCOVERABLE.fullmatch(name))
+
+
 def promql_selectors(target: Target, latency_metric: str | None) -> dict[str, str]:
     """The query_range expressions the live collector sends, one per group of metrics (the latency one a
     single name regex over every serving preset's series)."""
@@ -147,7 +156,8 @@ def promql_selectors(target: Target, latency_metric: str | None) -> dict[str, st
     return {
         "containers": sel(CADVISOR + KSM, pod + container),
         "gpu": gpu,
-        "latency": sel(latency_names(latency_metric), pod),
+        # the presets' names, and any histogram or summary whose name says it times something (discover)
+        "latency": sel((*latency_names(latency_metric), DISCOVERY_REGEX), pod),
     }
 
 
@@ -163,7 +173,7 @@ def select_series(series: dict[SeriesKey, Series], target: Target, latency_metri
         elif name in DCGM:
             if target.gpu_ok(labels):
                 out["gpu"][key] = value
-        elif name in latency and target.pod_ok(labels):
+        elif (name in latency or _discoverable(name)) and target.pod_ok(labels):
             out["latency"][key] = value
     return out
 

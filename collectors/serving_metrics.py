@@ -15,13 +15,18 @@ the runtime or the GPU. A part is read with the same kind and unit as the preset
 Which preset: the first in `candidates(user_metric)` whose series exist for the deployment's pods: the user's
 `latency_metric` first (its kind found from the series: `_bucket` -> histogram, a `quantile` label ->
 summary, `_sum` and `_count` -> counters; its unit from the name's suffix, `unit_to_ms`), then `PRESETS` in
-order, the generic HTTP histograms last. Nothing registers at import time. docs/signals.md ("Production
+order, the generic HTTP histograms last, and when none of them has series, a histogram or summary of the pods
+whose name says it times something (`discover`: vLLM, TGI, Ray Serve, a team's own service). Nothing registers
+at import time. docs/signals.md ("Production
 latency: serving systems") has the table.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+import numpy as np
 
 HISTOGRAM, SUMMARY, COUNTERS = "histogram", "summary", "counters"
 US, MS, S = 0.001, 1.0, 1000.0  # milliseconds per unit
@@ -118,7 +123,76 @@ def present(preset: Preset, names: set[str], has_quantile: set[str]) -> bool:
 
 
 def detect(group: dict, user_metric: str | None = None) -> Preset | None:
-    """The first candidate whose series are in `group` ({(name, labels): series})."""
+    """The first candidate whose series are in `group` ({(name, labels): series}), else a discovered one."""
     names = {name for name, _ in group}
     quantiles = {name for name, labels in group if "quantile" in dict(labels)}
-    return next((p for p in candidates(user_metric) if present(p, names, quantiles)), None)
+    return next((p for p in candidates(user_metric) if present(p, names, quantiles)), None) or discover(group)
+
+
+# A latency series that no preset names: the base name of a histogram or summary that ends saying it times
+# something (a latency, a duration, a time, or a time unit: Prometheus names put the unit last).
+DISCOVERABLE = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*(?:latency|duration|[_:](?:time|seconds|milliseconds|ms|"
+                          r"microseconds|us))")
+# ... but not a runtime's own timings, nor the phases and tokens of a generator (a request's latency is what pages)
+_NOT_REQUESTS = re.compile(r"^(?:go_|python_gc|process_|prometheus_|scrape_|grpc_client|rest_client|workqueue_|"
+                           r"apiserver_|etcd_)|time_to_first_token|inter_token|time_per_output_token|ttft|tpot|"
+                           r"prefill|decode|load|startup|warmup|compil")
+# the stage a discovered series times, by its name; a name with none of these is a candidate for the total
+_ROLES = (("queue", re.compile(r"queue|wait")), ("preprocess", re.compile(r"pre_?process")),
+          ("postprocess", re.compile(r"post_?process")),
+          ("compute", re.compile(r"infer|comput|forward|execut|runtime|processing")))
+# how plainly a name says it times the whole request: e2e or total first, then request, http or response
+_WHOLE_REQUEST = (re.compile(r"e2e|end_to_end|total"), re.compile(r"request|http|response"))
+
+
+def _served(group: dict, count: str) -> bool:
+    """Did any `count` series of `group` grow (a route or protocol that served requests)? True for a series whose
+    values are not at hand (as where only the names are known)."""
+    for (name, _), values in group.items():
+        if name != count:
+            continue
+        if values is None:
+            return True
+        v = np.asarray(values, dtype=float)
+        if np.any(np.isfinite(v)) and np.nanmax(v) > np.nanmin(v):
+            return True
+    return False
+
+
+def _role(base: str) -> str | None:
+    return next((role for role, pattern in _ROLES if pattern.search(base.lower())), None)
+
+
+def discover(group: dict) -> Preset | None:
+    """A preset for a latency histogram or summary that no preset names, found by its name in `group`
+    ({(name, labels): series}): the total is a series of no stage (`e2e` or `total` in its name first, then
+    `request`, `http` or `response`; histograms before summaries; then the shortest name), else a compute-stage
+    one; series of the same kind named for the queue, compute, pre- or postprocessing are its parts (the best
+    ranked of each); a series whose `_count` never grew (a route that served nothing) comes last. None when
+    nothing fits."""
+    names = {name for name, _ in group}
+    quantiles = {name for name, labels in group if "quantile" in dict(labels)}
+    found: dict[str, str] = {}
+    for name in sorted(names):
+        base, kind = (name[: -len("_bucket")], HISTOGRAM) if name.endswith("_bucket") else \
+            (name, SUMMARY) if name in quantiles else (None, None)
+        if base and DISCOVERABLE.fullmatch(base) and not _NOT_REQUESTS.search(base.lower()):
+            found.setdefault(base, kind)
+    if not found:
+        return None
+
+    def rank(base: str) -> tuple:
+        tier = next((i for i, pattern in enumerate(_WHOLE_REQUEST) if pattern.search(base.lower())), len(_WHOLE_REQUEST))
+        return (not _served(group, f"{base}_count"), tier, found[base] != HISTOGRAM, len(base), base)
+
+    totals = sorted((b for b in found if _role(b) is None), key=rank) or \
+        sorted((b for b in found if _role(b) == "compute"), key=rank)
+    if not totals:
+        return None
+    total = totals[0]
+    parts: dict[str, str] = {}
+    for base in sorted((b for b in found if b != total and found[b] == found[total]), key=rank):
+        role = _role(base)
+        if role and role not in parts:
+            parts[role] = base
+    return Preset("discovered", total, found[total], total, unit_to_ms(total)[0], parts=tuple(parts.items()))

@@ -167,8 +167,35 @@ def write_all(path):
     # a namespace with the user's own metric (milliseconds) beside a generic HTTP histogram that stays steady
     add_histogram(w, "custom", "myapp_predict_latency_ms", {"route": "/predict"}, 1000)
     add_histogram(w, "custom", "http_request_duration_seconds", {"handler": "/predict"}, 1, steady=True)
+    # servers no preset names, found by their series' names, each with series that must not be taken for the latency
+    vllm = {"model_name": "meta-llama/Llama-3.1-8B-Instruct"}
+    add_histogram(w, "vllm", "vllm:e2e_request_latency_seconds", vllm, 1)
+    add_histogram(w, "vllm", "vllm:request_queue_time_seconds", vllm, 1)
+    add_histogram(w, "vllm", "vllm:request_inference_time_seconds", vllm, 1, steady=True)
+    add_histogram(w, "vllm", "vllm:request_prefill_time_seconds", vllm, 1, steady=True)
+    add_histogram(w, "vllm", "vllm:time_to_first_token_seconds", vllm, 1, steady=True)
+    add_histogram(w, "tgi", "tgi_request_duration", {}, 1)
+    add_histogram(w, "tgi", "tgi_request_queue_duration", {}, 1, steady=True)
+    add_histogram(w, "tgi", "tgi_request_inference_duration", {}, 1)
+    add_histogram(w, "tgi", "tgi_batch_forward_duration", {"method": "decode"}, 1, steady=True)
+    ray = {"application": "default", "deployment": "Classifier", "replica": "default#Classifier#abc", "route": "/"}
+    add_histogram(w, "rayserve", "ray_serve_http_request_latency_ms", {**ray, "method": "POST", "status_code": "200"},
+                  1000)
+    add_histogram(w, "rayserve", "ray_serve_deployment_processing_latency_ms", ray, 1000, steady=True)
+    add_summary(w, "rayserve", "go_gc_duration_seconds", {}, 1)  # a runtime's own timing: never the latency
     path.write_text(w.text())
     return path
+
+
+# (namespace, the total's metric, parts: role -> (metric, (before, after) p99 in ms))
+DISCOVERED = [
+    ("vllm", "vllm:e2e_request_latency_seconds", {"queue": ("vllm:request_queue_time_seconds", P99),
+                                                   "compute": ("vllm:request_inference_time_seconds", (P99[0], P99[0]))}),
+    ("tgi", "tgi_request_duration", {"queue": ("tgi_request_queue_duration", (P99[0], P99[0])),
+                                     "compute": ("tgi_request_inference_duration", P99)}),
+    ("rayserve", "ray_serve_http_request_latency_ms",
+     {"compute": ("ray_serve_deployment_processing_latency_ms", (P99[0], P99[0]))}),
+]
 
 
 # (namespace, preset, statistic, parts: role -> (before, after) in ms)
@@ -362,3 +389,52 @@ def test_manifest_latency_metric_and_the_cli_wins(om_file, tiny_registry, tmp_pa
     lat = json.loads((run / "evidence" / "prometheus.json").read_text())["data"]["latency"]
     assert lat["server"] == "user" and lat["metric"] == "myapp_predict_latency_ms"
     assert lat["p99_ms"]["after"] == pytest.approx(P99[1], abs=0.05)
+
+
+def check_discovered(evidence, metric, parts):
+    assert evidence.ok, evidence.reason
+    lat = evidence.data["latency"]
+    assert (lat["server"], lat["metric"], lat["statistic"]) == ("discovered", metric, "quantiles"), lat
+    assert lat["p99_ms"]["before"] == pytest.approx(P99[0], abs=0.05)  # units from the name, seconds without one
+    assert lat["p99_ms"]["after"] == pytest.approx(P99[1], abs=0.05)
+    for role, (name, (before, after)) in parts.items():
+        assert lat[role]["metric"] == name and lat[role]["before"] == pytest.approx(before, abs=0.05), lat[role]
+        assert lat[role]["after"] == pytest.approx(after, abs=0.05), lat[role]
+    assert {"queue", "compute"} - set(parts) == {"queue", "compute"} - set(lat)
+    assert any(f"read the histogram {metric}" in n and "found by its name" in n for n in evidence.data["notes"])
+    assert any(f"from {metric} (quantiles)" in line for line in evidence.summary), evidence.summary
+    return lat
+
+
+@pytest.mark.parametrize("namespace, metric, parts", DISCOVERED, ids=[c[0] for c in DISCOVERED])
+def test_a_server_no_preset_names_is_found_by_its_latency_series_names(om_file, prom, tmp_path, namespace, metric,
+                                                                      parts):
+    """vLLM, TGI and Ray Serve in their own names: the request's latency histogram is found with no configuration,
+    its queue and compute stages beside it; time-to-first-token, prefill, a batch's forward pass and Go's GC
+    summary are not taken for it. Offline and through a real Prometheus alike."""
+    off = check_discovered(offline(om_file, namespace), metric, parts)
+    pytest.importorskip("prometheus_api_client", reason="prometheus-api-client is not installed")
+    collector = PrometheusCollector(prom(om_file).url, namespace, POD_REGEX, deployed_at=DEPLOYED_AT, timeout_s=10)
+    live = check_discovered(collector.collect(), metric, parts)
+    assert len(collector.queries) == 3
+    assert live["p99_ms"] == off["p99_ms"] and live["server"] == off["server"]
+
+
+def test_discovery_ranks_the_whole_request_and_leaves_runtime_timings_out():
+    def histograms(*names, counts=None):
+        group = {(f"{n}_bucket", (("le", "+Inf"),)): None for n in names}
+        group.update({(f"{n}_count", ()): values for n, values in (counts or {}).items()})
+        return group
+
+    assert detect(histograms("go_gc_duration_seconds", "python_gc_duration_seconds")) is None
+    assert detect(histograms("vllm:time_to_first_token_seconds", "vllm:inter_token_latency_seconds")) is None
+    found = detect(histograms("api_request_duration_seconds", "api_total_duration_ms", "api_queue_wait_seconds"))
+    assert (found.metric, found.to_ms, found.parts) == ("api_total_duration_ms", 1.0,
+                                                        (("queue", "api_queue_wait_seconds"),))
+    # only a compute stage: it stands for the request; a route that served nothing comes after one that did
+    assert detect(histograms("model_inference_latency_seconds")).metric == "model_inference_latency_seconds"
+    served = histograms("svc_grpc_request_latency_ms", "svc_http_request_latency_ms",
+                        counts={"svc_grpc_request_latency_ms": [0.0, 0.0], "svc_http_request_latency_ms": [3.0, 9.0]})
+    assert detect(served).metric == "svc_http_request_latency_ms"
+    # a preset always wins over a discovered name
+    assert detect(histograms("ovms_request_time_us", "vllm:e2e_request_latency_seconds")).name == "ovms"

@@ -107,7 +107,7 @@ class Production:
         """"production p99 12.1 -> 30.5 ms (+152%, 95% CI +140% .. +160%) from Triton's
         nv_inference_request_duration_us (queue 1 -> 19 ms, compute 11 -> 11.2 ms)"."""
         what = "average latency" if self.statistic == "average" else self.statistic
-        who = f"{self.server_label}'s " if self.server_label and self.server != "user" else ""
+        who = f"{self.server_label}'s " if self.server_label and self.server not in ("user", "discovered") else ""
         lo, hi = self.ci_pct
         line = (f"production {what} {_ms(self.before_ms)} -> {_ms(self.after_ms)} ms ({self.change_pct:+.0f}%, 95% CI "
                 f"{lo:+.0f}% .. {hi:+.0f}%) from {who}{self.metric}")
