@@ -8,6 +8,7 @@ Each reader appends a note for what it could not find, so a missing exporter is 
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 
@@ -214,6 +215,10 @@ def latency_numbers(group: dict, w: Windows, notes: list[str], target: Target, u
     and the queue/compute (pre/postprocess) parts where the server splits them. Keys: `server`, `metric`,
     `statistic` ("quantiles" or "average"), `unit` ("ms"), `p50_ms`, `p99_ms`, `avg_ms`, `requests`, the parts'
     roles, `change_point(s)`, `timeline`."""
+    group, probes = _without_probes(group)
+    if probes:
+        notes.append(f"left out the latency series of {len(probes)} probe and scrape routes ({', '.join(probes[:3])}"
+                     f"{', ...' if len(probes) > 3 else ''}): health checks and /metrics are not requests")
     preset = detect(group, user_metric)
     if user_metric and (preset is None or preset.name != "user"):
         instead = "" if preset is None else f"; read {preset.metric} instead" if preset.name == "discovered" else \
@@ -251,6 +256,29 @@ def latency_numbers(group: dict, w: Windows, notes: list[str], target: Target, u
                           **{s: rounded(total[s] - queue[s], 2) if total[s] is not None and queue[s] is not None
                              else None for s in ("before", "after")}}
     return out
+
+
+# the labels a latency series names its route by, and the routes that are a kubelet's or Prometheus's, not users'
+ROUTE_LABELS = ("handler", "route", "path", "endpoint", "uri", "url", "http_route", "http_target", "url_path")
+PROBE_ROUTE = re.compile(r"(?:^|/)(?:health|healthz|healthcheck|ready|readyz|readiness|live|livez|liveness|ping|"
+                         r"metrics|status)(?:$|[/?])", re.IGNORECASE)
+
+
+def _without_probes(group: dict) -> tuple[dict, list[str]]:
+    """`group` less the series of probe and scrape routes (a kubelet's /healthz, Prometheus's /metrics), and those
+    routes: they are frequent and fast, so mixed into the requests' histogram they drag its quantiles down and
+    dilute a regression. Kept when nothing else would be left."""
+    kept, probes = {}, set()
+    for key, series in group.items():
+        labels = dict(key[1])
+        route = next((labels[k] for k in ROUTE_LABELS if k in labels), None)
+        if route is not None and PROBE_ROUTE.search(route):
+            probes.add(route)
+        else:
+            kept[key] = series
+    if not probes or not any(name.endswith(("_bucket", "_count")) for name, _ in kept):
+        return group, []
+    return kept, sorted(probes)
 
 
 def _nones() -> dict:
