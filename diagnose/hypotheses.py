@@ -496,15 +496,25 @@ def gpu_clock_throttling(ctx: Context) -> Hypothesis | None:
 
 
 def gpu_contention(ctx: Context) -> Hypothesis | None:
-    """Other processes on the GPU (live NVML names them), or a GPU already saturated before the deploy."""
+    """Other processes on the GPU (live NVML names them), or a GPU already saturated before the deploy at steady
+    clocks (nvidia-smi or NVML samples, else dcgm-exporter's series in Prometheus)."""
     gpu = ctx.signal("gpu")
     foreign = gpu.get("foreign_processes") or 0
     busy_before = [g for g in gpu.get("gpus", []) if g.get("saturated") and (g.get("util_pct_before") or 0) >= 90]
-    if not foreign and not busy_before:
+    dcgm = ctx.signal("prometheus").get("gpu") or {}
+    dcgm_busy = not gpu and (dcgm.get("util_pct") or {}).get("before") is not None and \
+        dcgm["util_pct"]["before"] >= 90 and (dcgm.get("clock_drop_pct") or 0.0) < 10
+    if not foreign and not busy_before and not dcgm_busy:
         return None
     summary = f"{foreign} other process(es) share the GPU" if foreign else \
         "The GPU was already saturated before the deploy: another workload may share it"
-    return _environment_hypothesis(ctx, "gpu.contention", 0.6 if foreign else 0.45, summary, ctx.signal_summary("gpu"),
+    evidence = ctx.signal_summary("gpu")
+    if dcgm_busy:
+        util = dcgm["util_pct"]
+        after = f", {util['after']:.0f}% after" if util.get("after") is not None else ""
+        evidence = [f"prometheus: DCGM GPU utilization {util['before']:.0f}% before the deploy{after}, SM clock "
+                    f"steady ({dcgm.get('clock_drop_pct') or 0:+.0f}% drop)"] + evidence
+    return _environment_hypothesis(ctx, "gpu.contention", 0.6 if foreign else 0.45, summary, evidence,
                                    ["Find what else runs on the node's GPU (nvidia-smi, the pod list)"])
 
 

@@ -120,10 +120,14 @@ class Production:
         "compute" (the model, its runtime or the machine under it), "both", or None."""
         if "queue" not in self.parts or "compute" not in self.parts:
             return None
+        # a part grew when it rose by a fifth and carries a tenth of the headline's rise at least: a queue going
+        # from 0.9 to 1.2 ms beside a compute time that doubled is no queue growth
+        total = self.after_ms - self.before_ms if self.after_ms is not None and self.before_ms is not None else 0.0
+        floor = max(0.1, 0.1 * total)
 
         def up(part: dict) -> bool:
             before, after = part.get("before"), part.get("after")
-            return before is not None and after is not None and after > before * 1.2 and after - before > 0.1
+            return before is not None and after is not None and after > before * 1.2 and after - before > floor
 
         queue, compute = up(self.parts["queue"]), up(self.parts["compute"])
         return "both" if queue and compute else "queue" if queue else "compute" if compute else None
