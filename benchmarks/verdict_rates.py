@@ -97,9 +97,11 @@ def trial(old, new, budget: float, seed: int):
     requests = {"old": old.requests_frame, "new": new.requests_frame}
     plan = BenchmarkPlan(cells=(Cell("old", "old"), Cell("new", "new")), budget_s=budget, seed=seed)
     result = run_benchmark(plan, {"old": old, "new": new}, requests, settled=verdict_settled)
-    a = result.samples.loc[result.samples["cell"] == "old_model/old_requests", "latency_ms"].to_numpy()
-    b = result.samples.loc[result.samples["cell"] == "new_model/new_requests", "latency_ms"].to_numpy()
-    delta = stats.relative_change(a, b, seed=seed)
+    old_side = result.samples[result.samples["cell"] == "old_model/old_requests"]
+    new_side = result.samples[result.samples["cell"] == "new_model/new_requests"]
+    a, b = old_side["latency_ms"].to_numpy(), new_side["latency_ms"].to_numpy()
+    # as the compare does: the tail's CI resamples the harness's blocks (one per cell and round)
+    delta = stats.relative_change(a, b, seed=seed, blocks=(old_side["round"].to_numpy(), new_side["round"].to_numpy()))
     verdict, kind = stats.overall_verdict(stats.verdict(delta), stats.tail_verdict(delta, min(len(a), len(b))), delta)
     ours = verdict == "regression"
     t = sps.ttest_ind(b, a)
