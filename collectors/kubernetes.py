@@ -517,6 +517,20 @@ def _without_secrets(node):
     return out
 
 
+def copy_without_secrets(source: Path, target: Path) -> None:
+    """Copy a recorded `kubectl get ... -o json` file into a run folder with env values and last-applied-configuration
+    masked (`_without_secrets`), as the live collector saves its own: what the user recorded may hold inline
+    passwords and tokens. A file that is not JSON is not copied at all (UserError naming it)."""
+    from diagnose.core.errors import UserError
+    from diagnose.core.runfolder import write_text
+
+    try:
+        doc = json.loads(Path(source).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"not kubectl JSON ({first_line(exc)})", source) from None
+    write_text(Path(target), json.dumps(_without_secrets(doc), indent=4, sort_keys=True) + "\n")
+
+
 def save_offline(folder, pods: list[dict], events: list[dict], replicasets: list[dict] | None = None,
                  node_events: list[dict] | None = None) -> list[Path]:
     """Write the lists as `kubectl get ... -o json` prints them (a `List`, items with kind and apiVersion),

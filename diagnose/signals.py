@@ -40,7 +40,8 @@ def collect_offline(folder: Path, deployment: dict | None, latency_metric: str |
 
 def copy_into(target: Path, folder: Path) -> Path:
     """Keep the signals with the run (the folder is the single source of truth): the documented files only,
-    never a link that leads out of `folder`."""
+    never a link that leads out of `folder`, and kubectl's JSON with its env values masked (`EvidenceSource.copy`):
+    no secret reaches a run folder."""
     folder = Path(folder)
     root = folder.resolve()
     for source in sources.signal_sources():
@@ -51,7 +52,10 @@ def copy_into(target: Path, folder: Path) -> Path:
             if root not in path.resolve().parents:
                 raise UserError("a link that leads out of the --signals folder; copy the file in instead", path)
             (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, target / name)
+            if source.copy is not None:
+                source.copy(path, target / name)
+            else:
+                shutil.copyfile(path, target / name)
     return target
 
 

@@ -135,6 +135,8 @@ class EvidenceSource:
     offline: Callable[[Path, dict], Evidence] | None = None  # (folder, manifest deployment) -> Evidence
     live: Callable[[LiveContext], Evidence] | None = None  # read once, before the benchmark
     sampler: Callable[[], object] | None = None  # started before the benchmark, collected after it
+    copy: Callable[[Path, Path], None] | None = None  # (recorded file, run folder file): copies `files` with the
+    # secrets they may hold masked; None: copied as they are
 
 
 # --- the signal sources' readers ------------------------------------------------------------------------
@@ -158,6 +160,12 @@ def _kubernetes_offline(folder: Path, deployment: dict) -> Evidence:
 
     return read_offline(folder / "kubernetes", deployed_at=parse_time(deployment.get("deployed_at")),
                         selector=deployment.get("selector"), container=deployment.get("container"))
+
+
+def _kubernetes_copy(source: Path, target: Path) -> None:
+    from collectors.kubernetes import copy_without_secrets
+
+    copy_without_secrets(source, target)
 
 
 def _kubernetes_live(ctx: LiveContext) -> Evidence:
@@ -212,7 +220,7 @@ SOURCES: tuple[EvidenceSource, ...] = (
     EvidenceSource("kubernetes", "signals", signal=True,
                    files=("kubernetes/pods.json", "kubernetes/events.json", "kubernetes/replicasets.json",
                           "kubernetes/node-events.json"),
-                   offline=_kubernetes_offline, live=_kubernetes_live),
+                   offline=_kubernetes_offline, live=_kubernetes_live, copy=_kubernetes_copy),
     EvidenceSource("prometheus", "signals", signal=True, files=("metrics.om",), offline=_prometheus_offline,
                    live=_prometheus_live),
     EvidenceSource("profile", "profile"),

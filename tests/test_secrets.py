@@ -329,3 +329,31 @@ def test_saved_kubernetes_objects_mask_env_values_and_last_applied_configuration
     assert saved["spec"]["containers"][0]["env"][1] == container["env"][1]  # a reference names no secret
     assert pod["spec"]["containers"][0]["env"][0]["value"] == K8S_TOKEN  # the collector's own copy is untouched
     assert read_offline(tmp_path / "saved", selector="app=textclf").data == read_offline(raw, selector="app=textclf").data
+
+
+def test_recorded_kubectl_json_reaches_the_run_folder_with_its_env_values_masked(tiny_registry, tmp_path):
+    """`kubectl get pods -o json` as a user records it holds literal env values (an API token) and the
+    last-applied-configuration with them; the compare reads the same evidence and writes neither."""
+    from collectors.kubernetes import APPLIED_ANNOTATION
+
+    container = {"name": "model", "env": [{"name": "API_TOKEN", "value": K8S_TOKEN}],
+                 "resources": {"limits": {"cpu": "2", "memory": "1Gi"}}}
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "mlp-7d9f8b6c5d-abcde", "namespace": "serving", "labels": {"app": "mlp"},
+                        "annotations": {APPLIED_ANNOTATION: json.dumps({"env": [{"value": K8S_PASSWORD}]})}},
+           "spec": {"containers": [container]},
+           "status": {"phase": "Running", "containerStatuses": [{"name": "model", "restartCount": 0, "ready": True}]}}
+    signals = tmp_path / "signals" / "kubernetes"
+    signals.mkdir(parents=True)
+    (signals / "pods.json").write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": [pod]}))
+    (signals / "events.json").write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": []}))
+    out = tmp_path / "run"
+    result = run_cli("compare", "--registry", str(tiny_registry), "--old", "v1", "--new", "v2", *FAST,
+                     "--signals", str(tmp_path / "signals"), "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["evidence_sources"]["kubernetes"]["status"] in ("ok", "unavailable")
+    saved = json.loads((out / "signals" / "kubernetes" / "pods.json").read_text())["items"][0]
+    assert saved["spec"]["containers"][0]["env"][0] == {"name": "API_TOKEN", "value": "***"}
+    assert saved["spec"]["containers"][0]["resources"] == container["resources"]  # what the rules read is kept
+    assert_no_secret(result.stdout + result.stderr, "the output")
+    assert_folder_clean(out)
