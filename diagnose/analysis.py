@@ -76,7 +76,7 @@ def _summary_line(model: str, old: str, new: str, result: Outcome) -> str:
         "inconclusive": f"{model} {new} vs {old}: not enough evidence either way",
     }
     if result.regression_kind == "tail":
-        median = {"no_regression": "unchanged", "regression": "a small shift"}.get(
+        median = {"no_regression": "unchanged", "regression": "up far less"}.get(
             tail.median_verdict, tail.median_verdict.replace("_", " "))
         line = (f"{model} {new} has a slower tail than {old} (a tail-only regression): p99 {delta.p99_pct:+.1f}% "
                 f"(95% CI {p99_lo:+.1f}% .. {p99_hi:+.1f}%), p50 {delta.p50_pct:+.1f}% ({median})")

@@ -503,7 +503,9 @@ def _tail_delta(p50: float, p99_ci: tuple[float, float]) -> Delta:
     ("regression", "regression", 2.2, (300.0, 800.0), ("regression", "tail")),  # 2% slow calls nudge the median
     ("no_regression", "regression", 0.2, (20.0, 40.0), ("regression", "tail")),
     ("regression", "regression", 30.0, (25.0, 40.0), ("regression", "median")),  # everything slower
+    ("regression", "regression", 6.2, (120.0, 500.0), ("regression", "tail")),  # on a busy machine
     ("regression", "regression", 4.0, (8.0, 20.0), ("regression", "median")),  # the tail not clearly dominant
+    ("regression", "regression", 12.0, (60.0, 90.0), ("regression", "median")),  # the median moved too much
     ("regression", "no_regression", 3.0, (-2.0, 4.0), ("regression", "median")),
     ("no_regression", "unsettled", 0.1, (-8.0, 30.0), ("no_regression", None)),
 ])

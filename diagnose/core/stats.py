@@ -470,12 +470,12 @@ def overall_verdict(median: str, tail: str, delta: Delta | None = None) -> tuple
     A slower p99 is a regression even when the median holds: a lock, a GC pause or a slow path for some requests
     shows only there, and p99 is what the on-call page is usually about. Its kind is "tail" then. It is also
     "tail" when the median moved too but the tail carries the change (given `delta`): moving 2% of the calls to
-    the top shifts the median by a percentile point, a real 1-3% on a spread-out machine that the 1% floor calls
-    a regression; while the median moved less than the tail's noise floor (5%) and the p99's CI lies at least
-    `TAIL_DOMINANCE` times above it, the slow calls are the story, not the median.
+    the top shifts the median up a percentile point, a real 1-6% on a spread-out or busy machine that the 1%
+    floor calls a regression; while the median moved less than the tail's equivalence bound (10%) and the p99's
+    whole CI lies at least `TAIL_DOMINANCE` times above the median's change, the slow calls are the story.
     """
     if median == "regression":
-        if (tail == "regression" and delta is not None and delta.p50_pct < TAIL_NOISE_FLOOR_PCT
+        if (tail == "regression" and delta is not None and delta.p50_pct < TAIL_EQUIVALENCE_PCT
                 and delta.p99_pct_ci[0] > TAIL_DOMINANCE * max(delta.p50_pct, NOISE_FLOOR_PCT)):
             return "regression", "tail"
         return "regression", "median"
