@@ -179,21 +179,33 @@ def _block_bootstrap_quantiles(x: np.ndarray, blocks: np.ndarray, qs: Sequence[f
     xs = x[order]
     _, block_of = np.unique(np.asarray(blocks)[order], return_inverse=True)
     n_blocks = int(block_of.max()) + 1
+    sizes = np.bincount(block_of, minlength=n_blocks)
     qs = np.asarray(qs, dtype=float)
+    # Only the top of the sorted samples is weighed: a resample's p90 lies in the top quarter unless blocks are
+    # few and large, and a replicate where it does not is read off all the samples instead.
+    top = xs.size if qs.min() < 0.75 else min(xs.size, max(64, int(np.ceil((1.0 - qs.min()) * 2.5 * xs.size))))
+    top_desc, top_blocks = xs[::-1][:top], block_of[::-1][:top]
     out = np.empty((qs.size, int(n_boot)), dtype=float)
-    rows = max(1, _BOOT_CHUNK_ELEMS // (4 * xs.size))
+    rows = max(1, _BOOT_CHUNK_ELEMS // (4 * top))
     for start in range(0, int(n_boot), rows):
         stop = min(start + rows, int(n_boot))
         drawn = rng.integers(0, n_blocks, size=(stop - start, n_blocks)) + n_blocks * np.arange(stop - start)[:, None]
         counts = np.bincount(drawn.ravel(), minlength=(stop - start) * n_blocks).reshape(stop - start, n_blocks)
-        cum = np.cumsum(counts[:, block_of], axis=1)  # (rows, n): resampled samples up to each sorted value
-        total = cum[:, -1]
+        total = counts @ sizes  # samples in each resample
+        cum = np.cumsum(counts[:, top_blocks], axis=1)  # (rows, top): resampled samples at or above each value
         h = qs[:, None] * (total - 1)  # (len(qs), rows)
         lo = np.floor(h)
-        ranks = np.concatenate([lo, np.minimum(lo + 1, total - 1)])
-        # the k-th smallest resampled value (0-based) is xs[j] for the first j with cum[j] > k
-        j = np.stack([np.searchsorted(cum[r], ranks[:, r], side="right") for r in range(stop - start)], axis=1)
-        v = xs[np.minimum(j, xs.size - 1)]
+        # the k-th smallest resampled value (0-based) is the (total - 1 - k)-th largest: top_desc[j] for the
+        # first j with cum[j] > total - 1 - k
+        from_top = (total - 1) - np.concatenate([lo, np.minimum(lo + 1, total - 1)])
+        j = np.empty(from_top.shape, dtype=np.intp)
+        for r in range(stop - start):
+            if from_top[:, r].max() < cum[r, -1]:
+                j[:, r] = np.searchsorted(cum[r], from_top[:, r], side="right")
+            else:  # the quantile lies below the top: weigh every sample of this replicate
+                full = np.cumsum(counts[r, block_of[::-1]])
+                j[:, r] = np.searchsorted(full, from_top[:, r], side="right")
+        v = xs[::-1][np.minimum(j, xs.size - 1)]
         out[:, start:stop] = v[: qs.size] + (h - lo) * (v[qs.size :] - v[: qs.size])
     return out
 
@@ -346,14 +358,17 @@ def relative_change(old, new, confidence: float = 0.95, n_boot: int = 2000, seed
     pct = 100.0 * (q_new / q_old - 1.0)
 
     rng = np.random.default_rng(seed)
-    b_old = _bootstrap_quantiles(old_x, qs, n_boot, rng)
-    b_new = _bootstrap_quantiles(new_x, qs, n_boot, rng)
-    if blocks is not None:
+    if blocks is None:
+        b_old = _bootstrap_quantiles(old_x, qs, n_boot, rng)
+        b_new = _bootstrap_quantiles(new_x, qs, n_boot, rng)
+    else:  # the p50 from the same per-sample resamples as above (the same draws give the same p50 replicates)
         old_blocks, new_blocks = (np.asarray(b) for b in blocks)
         if old_blocks.shape != old_x.shape or new_blocks.shape != new_x.shape:
             raise ValueError("blocks: one block id per sample on each side")
-        b_old[1:] = _block_bootstrap_quantiles(old_x, old_blocks, qs[1:], n_boot, rng)
-        b_new[1:] = _block_bootstrap_quantiles(new_x, new_blocks, qs[1:], n_boot, rng)
+        b_old = _bootstrap_quantiles(old_x, qs[:1], n_boot, rng)
+        b_new = _bootstrap_quantiles(new_x, qs[:1], n_boot, rng)
+        b_old = np.vstack([b_old, _block_bootstrap_quantiles(old_x, old_blocks, qs[1:], n_boot, rng)])
+        b_new = np.vstack([b_new, _block_bootstrap_quantiles(new_x, new_blocks, qs[1:], n_boot, rng)])
     with np.errstate(divide="ignore", invalid="ignore"):
         b_pct = 100.0 * (b_new / b_old - 1.0)
     a = 1.0 - confidence
