@@ -92,7 +92,11 @@ def requests_frame(rows: int = 64, width: int = 32, seed: int = 0) -> pd.DataFra
 @pytest.fixture
 def tiny_registry(tmp_path: Path) -> Path:
     """`mlp` v1 (small), v2 (much more compute, same requests distribution), v3 (= v1's weights, other threads)."""
-    root = tmp_path / "registry"
+    return make_tiny_registry(tmp_path / "registry")
+
+
+def make_tiny_registry(root: Path) -> Path:
+    """The `tiny_registry` fixture's registry, written at `root` (for fixtures of a wider scope)."""
     for version, hidden in (("v1", (16,)), ("v2", (512, 512, 512)), ("v3", (16,))):
         folder = root / "mlp" / version
         write_manifest(folder, serving={"threads": 1})

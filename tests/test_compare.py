@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from typing import Optional
 import jsonschema
 import pandas as pd
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, make_tiny_registry, run_cli
 
 SCHEMA = json.loads((ROOT / "diagnose" / "schemas" / "report.schema.json").read_text())
 
@@ -23,12 +24,25 @@ def compare(registry: Path, out: Path, old="v1", new="v2", *extra: str):
                    "--budget", "4", "--out", str(out), *extra)
 
 
-@pytest.fixture
-def regression_run(tiny_registry, tmp_path):
-    out = tmp_path / "run"
-    result = compare(tiny_registry, out, "v1", "v2", "--json")
+@pytest.fixture(scope="module")
+def shared_regression_run(tmp_path_factory):
+    """One v1 -> v2 compare for the module's tests that read its run folder (each gets a copy of its own)."""
+    root = tmp_path_factory.mktemp("compare")
+    out = root / "run"
+    result = compare(make_tiny_registry(root / "registry"), out, "v1", "v2", "--json")
     assert result.returncode == 0, result.stderr
     return out, json.loads(result.stdout)
+
+
+@pytest.fixture
+def regression_run(shared_regression_run, tmp_path):
+    """A copy of the shared run folder (tests may rewrite or delete its files) and the compare's report."""
+    source, report = shared_regression_run
+    copy = Path(shutil.copytree(source, tmp_path / "run"))
+    # the report names its folder: as it reads from the copy's place (what `analyze` on the copy writes)
+    moved = json.dumps(report).replace(str(source), str(copy))
+    (copy / "report.json").write_text((copy / "report.json").read_text().replace(str(source), str(copy)))
+    return copy, json.loads(moved)
 
 
 def test_regression_is_found_and_attributed_to_the_model(regression_run):
