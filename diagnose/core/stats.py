@@ -184,7 +184,8 @@ def _block_bootstrap_quantiles(x: np.ndarray, blocks: np.ndarray, qs: Sequence[f
     # Only the top of the sorted samples is weighed: a resample's p90 lies in the top quarter unless blocks are
     # few and large, and a replicate where it does not is read off all the samples instead.
     top = xs.size if qs.min() < 0.75 else min(xs.size, max(64, int(np.ceil((1.0 - qs.min()) * 2.5 * xs.size))))
-    top_desc, top_blocks = xs[::-1][:top], block_of[::-1][:top]
+    desc, blocks_desc = xs[::-1], block_of[::-1]  # largest first
+    top_blocks = blocks_desc[:top]
     out = np.empty((qs.size, int(n_boot)), dtype=float)
     rows = max(1, _BOOT_CHUNK_ELEMS // (4 * top))
     for start in range(0, int(n_boot), rows):
@@ -203,9 +204,9 @@ def _block_bootstrap_quantiles(x: np.ndarray, blocks: np.ndarray, qs: Sequence[f
             if from_top[:, r].max() < cum[r, -1]:
                 j[:, r] = np.searchsorted(cum[r], from_top[:, r], side="right")
             else:  # the quantile lies below the top: weigh every sample of this replicate
-                full = np.cumsum(counts[r, block_of[::-1]])
+                full = np.cumsum(counts[r, blocks_desc])
                 j[:, r] = np.searchsorted(full, from_top[:, r], side="right")
-        v = xs[::-1][np.minimum(j, xs.size - 1)]
+        v = desc[np.minimum(j, xs.size - 1)]
         out[:, start:stop] = v[: qs.size] + (h - lo) * (v[qs.size :] - v[: qs.size])
     return out
 
