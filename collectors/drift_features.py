@@ -19,6 +19,7 @@ from collectors.drift_profile import Profile
 from collectors.drift_schema import share_text
 from collectors.drift_statistics import (
     DISTANCE_THRESHOLD,
+    QUANTILE_P,
     P_VALUE_METHODS,
     PSI_THRESHOLD,
     categorical_test,
@@ -26,6 +27,8 @@ from collectors.drift_statistics import (
     method_for,
     numeric_test,
     sorted_pair,
+    significant,
+    top_categories,
     weighted_median,
 )
 
@@ -121,8 +124,9 @@ LABELS = {"ks": "KS", "chisquare": "chi-square", "wasserstein": "Wasserstein (no
 
 
 def run_feature(feature: Feature, method: str, threshold: float | None) -> dict:
-    """One feature's entry: method, statistic, p-value or threshold, means and medians (Holm's
-    correction over all entries and the sentence come after)."""
+    """One feature's entry: method, statistic, p-value or threshold, means and medians, and what a plot overlays:
+    a numeric feature's `quantiles`, a categorical one's `categories` (Holm's correction over all entries and the
+    sentence come after; a skipped feature gets neither)."""
     entry = {"feature": feature.name, "source": feature.source, "type": feature.type, "derived": feature.derived,
              "status": "ok", "reason": None, "method": None, "statistic": None, "p_value": None, "p_adjusted": None,
              "threshold": None, "drift": False, "old_n": 0, "new_n": 0, "old_nulls": feature.old_nulls,
@@ -150,6 +154,8 @@ def run_feature(feature: Feature, method: str, threshold: float | None) -> dict:
         entry.update(old_mean=finite(feature.old.mean(dtype=np.float64)), new_mean=finite(feature.new.mean(dtype=np.float64)),
                      old_p50=finite(a.median()),
                      new_p50=finite(b.median()))
+        entry["quantiles"] = {"p": list(QUANTILE_P), "old": [significant(x) for x in a.quantiles(QUANTILE_P)],
+                              "new": [significant(x) for x in b.quantiles(QUANTILE_P)]}
         entry["_detail"] = ""
     else:
         keys, a, b = category_counts(feature.old, feature.new)
@@ -159,6 +165,7 @@ def run_feature(feature: Feature, method: str, threshold: float | None) -> dict:
             entry.update(old_mean=finite(np.dot(values_a, a) / a.sum()), new_mean=finite(np.dot(values_b, b) / b.sum()),
                          old_p50=finite(weighted_median(values_a, a)), new_p50=finite(weighted_median(values_b, b)))
         shares_a, shares_b = a / a.sum(), b / b.sum()
+        entry["categories"] = top_categories(keys, a, b)
         top = int(np.argmax(np.abs(shares_b - shares_a)))
         entry["_detail"] = f"share of {keys[top]!r} {share_text(shares_a[top])} -> {share_text(shares_b[top])}"
     entry["statistic"] = finite(statistic)

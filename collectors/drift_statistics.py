@@ -20,6 +20,9 @@ PSI_BINS = 10
 PSI_EPSILON = 1e-4
 METHODS = ("auto", "ks", "chisquare", "wasserstein", "jensenshannon", "psi")
 P_VALUE_METHODS = ("ks", "chisquare")
+QUANTILE_P = tuple(i / 20 for i in range(21))  # the probabilities a numeric feature's quantiles are kept at
+TOP_CATEGORIES = 10  # the most frequent categories (both sides pooled) whose shares are kept
+SIGNIFICANT_DIGITS = 6
 
 
 def method_for(method: str, type_: str, old_n: int) -> str:
@@ -63,6 +66,21 @@ def category_counts(old: pd.Series, new: pd.Series) -> tuple[list, np.ndarray, n
     keys = [keys[i] for i in order]
     counts = np.array([table[k] for k in keys], dtype=np.float64).reshape(-1, 2)
     return keys, counts[:, 0], counts[:, 1]
+
+
+def significant(value, digits: int = SIGNIFICANT_DIGITS) -> float | None:
+    """A float rounded to `digits` significant digits (None for a missing or infinite one)."""
+    value = float(value)
+    return float(f"{value:.{digits}g}") if math.isfinite(value) else None
+
+
+def top_categories(keys: list, old: np.ndarray, new: np.ndarray, most: int = TOP_CATEGORIES) -> dict:
+    """The `most` most frequent categories over both sides (counts pooled; ties in `keys`' order), as strings, and
+    each one's share of its side's values: {"values", "old", "new"}."""
+    order = np.argsort(-(old + new), kind="stable")[:most]
+    return {"values": [str(keys[i]) for i in order],
+            "old": [significant(old[i] / old.sum()) for i in order],
+            "new": [significant(new[i] / new.sum()) for i in order]}
 
 
 def _psi(p: np.ndarray, q: np.ndarray) -> float:

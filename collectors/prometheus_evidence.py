@@ -11,7 +11,7 @@ from collectors.gpu_evidence import CLOCK_STEADY_PCT
 from collectors.gpu_readings import REASON_WORDS
 from collectors.openmetrics import Series, SeriesKey
 from collectors.prometheus_format import bytes_text, clock_time, duration, iso_time, ms_text, pct_text, plural
-from collectors.prometheus_groups import Windows, container_numbers, gpu_numbers, latency_numbers
+from collectors.prometheus_groups import Windows, container_numbers, gpu_numbers, latency_numbers, timelines
 from collectors.prometheus_math import on_grid
 from collectors.prometheus_pods import POD_LABELS, PodSelection, listed, no_match_reason, pods_seen
 from collectors.prometheus_selection import Target, select_series
@@ -87,6 +87,7 @@ def prometheus_evidence(series: dict[SeriesKey, Series], deployed_at, *, target:
     data.update(container_numbers(gridded["containers"], w, notes, target))
     data["gpu"] = gpu_numbers(gridded["gpu"], w, notes, target)
     data["latency"] = latency_numbers(gridded["latency"], w, notes, target, latency_metric, tolerance_s)
+    data["timelines"] = timelines(gridded["containers"], gridded["gpu"], w)
     data["notes"] = notes + list(pods.notes if pods else ()) + list(extra_notes)
     if parse_stats is not None:
         data["parse"] = parse_stats

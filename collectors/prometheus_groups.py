@@ -1,6 +1,7 @@
 """The numbers of each group of series, before vs after the deploy: containers (CPU throttling and use, memory
 against the limit, OOM kills, restarts), the GPU (DCGM clocks, throttle reasons, heat, power) and latency
-(p50/p99 per window, the p99 timeline and its change point).
+(p50/p99 per window, the p99 timeline and its change point); and the containers' and GPU's signals point by
+point across both windows (`timelines`, for plots).
 
 Each reader appends a note for what it could not find, so a missing exporter is said, never guessed.
 """
@@ -201,6 +202,87 @@ def gpu_numbers(group: dict, w: Windows, notes: list[str], target: Target) -> di
         "throttle_reasons_after": [r for r, s in shares.items() if s >= REASON_SHARE] if len(masks) else None,
         "throttle_reason_share_after": shares if len(masks) else None,
     }
+
+
+MAX_TIMELINE_POINTS = 600  # a longer grid is thinned evenly, so the evidence file stays small
+HOLD_S = 300                # a gauge's sample stands for the points after it up to Prometheus's default lookback
+
+
+def _held(v: np.ndarray, grid: np.ndarray, hold_s: float = HOLD_S) -> np.ndarray:
+    """A gauge on the grid with the gaps inside its samples filled by the last sample less than `hold_s` old, as
+    query_range shows a series scraped less often than the step (dcgm-exporter, kube-state-metrics every 60 s);
+    never past its last sample, so a file and a live query agree except at a series' end."""
+    valid = ~np.isnan(v)
+    if not valid.any():
+        return v
+    last = np.maximum.accumulate(np.where(valid, np.arange(len(v)), -1))
+    inside = (last >= 0) & (np.arange(len(v)) <= np.flatnonzero(valid)[-1])
+    fill = inside & ~valid & (grid - grid[np.maximum(last, 0)] < hold_s)
+    out = v.copy()
+    out[fill] = v[last[fill]]
+    return out
+
+
+def _stacked(rows: list[np.ndarray], fn) -> np.ndarray:
+    """fn over the series at each grid point (NaN where none has a value)."""
+    matrix = np.vstack(rows)
+    found = ~np.all(np.isnan(matrix), axis=0)
+    out = np.full(matrix.shape[1], np.nan)
+    if found.any():
+        out[found] = fn(matrix[:, found], axis=0)
+    return out
+
+
+def _thinned(n: int, most: int = MAX_TIMELINE_POINTS) -> np.ndarray:
+    """The grid indices a timeline keeps: all, or `most` spread evenly from the first to the last."""
+    return np.arange(n) if n <= most else np.unique(np.round(np.linspace(0, n - 1, most)).astype(int))
+
+
+def timelines(containers: dict, gpu: dict, w: Windows, most: int = MAX_TIMELINE_POINTS) -> dict | None:
+    """The containers' and GPU's signals at each grid point across both windows, for plots: `t` (unix seconds),
+    `throttled_ratio` (summed throttled over summed CFS periods of the step), `memory_working_set_bytes` (the
+    largest container), `restarts` (cumulative since the first point, summed over containers, reset-aware) and
+    `gpu_sm_clock_mhz` (the median over GPUs); None at a point without data, a key left out without its metric,
+    None without any. A grid of more than `most` points is thinned evenly: the ratio then covers the steps since
+    the previous kept point and the memory is their peak."""
+    grid = w.grid
+    keep = _thinned(len(grid), most)
+    spans = [(int(a) + 1, int(b) + 1) for a, b in zip(np.concatenate([[keep[0] - 1], keep[:-1]]), keep, strict=True)]
+
+    def series(group: dict, name: str) -> list[np.ndarray]:
+        return [v for (n, _), v in group.items() if n == name]
+
+    def summed(rows: list[np.ndarray]) -> np.ndarray:
+        return _stacked([counter_deltas(v, grid)[0] for v in rows], np.nansum)
+
+    out: dict = {}
+    throttled, periods = series(containers, CADVISOR[0]), series(containers, CADVISOR[1])
+    if throttled and periods:
+        num, den = summed(throttled), summed(periods)
+        ratio = []
+        for a, b in spans:
+            n, d = num[a:b], den[a:b]
+            n_sum, d_sum = float(np.nansum(n)), float(np.nansum(d))
+            ok = d_sum > 0 and np.any(~np.isnan(n))
+            ratio.append(rounded(n_sum / d_sum, 4) if ok else None)
+        out["throttled_ratio"] = ratio
+    ws = series(containers, CADVISOR[3])
+    if ws:
+        peak = _stacked([_held(v, grid) for v in ws], np.nanmax)
+        out["memory_working_set_bytes"] = [None if np.all(np.isnan(peak[a:b])) else int(np.nanmax(peak[a:b]))
+                                           for a, b in spans]
+    restarts = series(containers, KSM[1])
+    if restarts:
+        seen = _stacked([_held(v, grid) for v in restarts], np.nanmax)
+        total = np.cumsum(np.nan_to_num(summed(restarts)))
+        out["restarts"] = [None if np.isnan(seen[i]) else int(round(total[i])) for i in keep]
+    clocks = series(gpu, DCGM[0])
+    if clocks:
+        median = _stacked([_held(v, grid) for v in clocks], np.nanmedian)
+        out["gpu_sm_clock_mhz"] = [None if np.isnan(median[i]) else int(round(median[i])) for i in keep]
+    if not out:
+        return None
+    return {"t": [int(grid[i]) for i in keep], **out}
 
 
 def _empty(metric: str | None) -> dict:
