@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from collectors.environment import mismatches
-from diagnose import __version__, sources
+from diagnose import __version__, gate, sources
 from diagnose.attribution import NN, NO, ON, OO, attribute
 from diagnose.core import stats
 from diagnose.core.errors import UserError
@@ -32,7 +32,7 @@ from diagnose.core.report import (
 )
 from diagnose.core.runfolder import SIDES, RunFolder
 from diagnose.hypotheses import Context, rank
-from diagnose.production import production_latency
+from diagnose.production import production_latency, production_timelines
 from diagnose.verify import fix_section
 
 THROTTLED_BENCHMARK = 0.05  # share of CFS periods throttled during the benchmark that earns a warning
@@ -161,7 +161,30 @@ def _drift_section(folder: RunFolder, drift: dict, samples: pd.DataFrame, seed: 
         features_tested=sum(1 for f in features if f.get("status") == "ok"),
         settings=drift.get("settings"),
         latency_tie=tie,
+        distributions=_distributions(features),
     )
+
+
+def _distributions(features: list[dict], most: int = 6) -> tuple[dict, ...]:
+    """The features an incident report overlays old against new: drifted first, then by statistic, those whose
+    evidence kept quantiles or category shares (docs/drift.md)."""
+    kept = [f for f in features if f.get("quantiles") or f.get("categories")]
+    kept.sort(key=lambda f: (not f.get("drift"), -(f.get("statistic") or 0.0), str(f.get("feature"))))
+    return tuple({"feature": f["feature"], "drift": bool(f.get("drift")), "method": f.get("method"),
+                  **({"quantiles": f["quantiles"]} if f.get("quantiles") else {"categories": f["categories"]})}
+                 for f in kept[:most])
+
+
+def _reproduce(folder: RunFolder, run: dict) -> tuple[str, ...]:
+    """The commands that remake this report (from the folder alone) and rerun the comparison (run.json's command
+    line, already redacted when it was written)."""
+    import shlex
+
+    out = [f"diagnose analyze {shlex.quote(str(folder.path))}"]
+    command = [str(a) for a in run.get("command") or []]
+    if len(command) > 1:
+        out.append(shlex.join(["diagnose", *command[1:]]))
+    return tuple(out)
 
 
 def outcome(folder: RunFolder) -> Outcome:
@@ -275,6 +298,11 @@ def analyze(run_dir: Path | RunFolder, allow_env_mismatch: bool = False) -> Repo
     latency = result and Latency(old=Measurement(result.cells[OO]), new=Measurement(result.cells[NN]), delta=result.delta,
                                  noise_floor_pct=stats.NOISE_FLOOR_PCT, alpha=stats.ALPHA, tail=result.tail)
     warnings += _measurement_warnings(folder, evidence, run, result, samples)
+    if run.get("baseline"):
+        base = run["baseline"]
+        warnings.append(f"the old side's samples come from the baseline run {base['dir']} ({base.get('started_at')}): "
+                        "they were not interleaved with the new version's, so a machine that changed between the two "
+                        "runs shows up as a change")
 
     cells = _cell_summaries(samples)
     drift = _drift_section(folder, evidence["drift"], samples, seed)
@@ -328,4 +356,9 @@ def analyze(run_dir: Path | RunFolder, allow_env_mismatch: bool = False) -> Repo
         lab_verdict=lab_verdict,
         verdict_source=verdict_source,
         unjudged=tuple(unjudged),
+        gate=gate.evaluate(run.get("gate"), result and result.delta, result.tail.samples if result else 0),
+        timelines=production_timelines(evidence["prometheus"]),
+        environment={side: dict(evidence["environment"][side]) for side in SIDES},
+        reproduce=_reproduce(folder, run),
+        baseline=run.get("baseline"),
     )

@@ -59,6 +59,18 @@ EVAL_EXAMPLES = """examples:
   diagnose eval --only aa_tabular,compute_recsys_ranker --json > eval.json
   diagnose eval my-scenarios/ --out runs/eval-today --budget-scale 2
 """
+REPORT_EXAMPLES = """examples:
+  diagnose report runs/20261128T101500Z-textclf-v1-vs-v2 --format html   # writes report.html in the run folder
+  diagnose report RUN_DIR --format pdf --out incident.pdf                # A4, through a headless Chromium
+  diagnose report RUN_DIR --format junit --out - > junit.xml
+"""
+CI_EXAMPLES = """examples:
+  diagnose ci --old v1 --new v2 --max-regression p99=5%
+  diagnose ci --old v1 --new v2 --max-regression p50=3% --max-regression p99=10% --junit junit.xml
+  diagnose ci --baseline runs/main-latest --new v2 --max-regression p99=5%   # old side from a saved run
+exit codes: 0 within budget (inconclusive passes unless --strict), 1 a significant regression beyond a budget,
+  2 an error; $GITHUB_STEP_SUMMARY, when set, gets a Markdown summary (docs/ci.md)
+"""
 ANALYZE_EXAMPLES = """examples:
   diagnose analyze runs/20261128T101500Z-textclf-v1-vs-v2
   diagnose analyze RUN_DIR --format markdown > incident.md
@@ -115,12 +127,12 @@ def _add_registry_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--registry", help="registry folder (default: $DIAGNOSE_REGISTRY, ./models, else the embedded one)")
 
 
-def _add_format_option(parser: argparse.ArgumentParser, text: str) -> None:
+def _add_format_option(parser: argparse.ArgumentParser, text: str, default: str = "summary") -> None:
     """--format, its choices taken from the format registry (reports.FORMATS)."""
     import reports
 
     choices = reports.names()
-    parser.add_argument("--format", choices=choices, default="summary", help=f"{text}; one of: {', '.join(choices)}")
+    parser.add_argument("--format", choices=choices, default=default, help=f"{text}; one of: {', '.join(choices)}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -185,6 +197,47 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--allow-incomplete", action="store_true",
                          help="analyze a run that was interrupted after its samples were saved; the report says so")
     analyze.set_defaults(handler=_analyze)
+
+    report = commands.add_parser(
+        "report", help="render a run folder's report: md, html, json, junit or pdf",
+        description="Render the report of a saved run folder in one format, into the run folder (or --out). HTML is "
+                    "one self-contained file with plots that opens offline; PDF is that file printed on A4.",
+        epilog=REPORT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    report.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    _add_format_option(report, "the format (default html)", default="html")
+    report.add_argument("--out", metavar="FILE", help="where to write it (default: the format's file in RUN_DIR; - for "
+                                                      "standard output)")
+    report.add_argument("--allow-env-mismatch", action="store_true", help="compare sample sets from different environments")
+    report.add_argument("--allow-incomplete", action="store_true", help="render a run that was interrupted after its "
+                                                                        "samples were saved; the report says so")
+    report.set_defaults(handler=_report)
+
+    ci = commands.add_parser(
+        "ci", help="gate a model update in CI: fail on a significant regression beyond a latency budget",
+        description="Compare two versions at a CI-sized budget (or the new one against a saved baseline run) and gate "
+                    "the change: a statistic fails its budget only when the regression is significant and beyond it.",
+        epilog=CI_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ci.add_argument("--old", help="baseline version (not needed with --baseline)")
+    ci.add_argument("--new", required=True, help="version under test")
+    _add_registry_options(ci)
+    ci.add_argument("--baseline", type=Path, metavar="RUN_DIR",
+                    help="a saved run folder whose samples stand for the old side: its new version (or --old, when that "
+                         "names its old one); refused when measured on another CPU or other library versions")
+    ci.add_argument("--max-regression", action="append", metavar="METRIC=PCT", default=[],
+                    help="the budget of p50, p90 or p99, e.g. p99=5%% (repeatable; default p50=5%% and p99=5%%)")
+    ci.add_argument("--strict", action="store_true", help="fail the build on an inconclusive check too")
+    ci.add_argument("--junit", type=Path, metavar="FILE", help="write JUnit XML, one test case per gated statistic")
+    ci.add_argument("--budget", type=_positive_float, default=15.0,
+                    help="seconds of measurement; stops earlier once the verdict is settled (default 15)")
+    ci.add_argument("--seed", type=_count(0), default=0, help="seed for request order and bootstrap (default 0)")
+    ci.add_argument("--no-profile", action="store_true", help="skip the profiler stage (no op-level causes)")
+    ci.add_argument("--verify", action="store_true", help="also build and time optimized variants of the new version")
+    ci.add_argument("--out", type=Path, help="run folder to write (default runs/<timestamp>-<model>-<old>-vs-<new>)")
+    ci.add_argument("--allow-env-mismatch", action="store_true",
+                    help="compare against a baseline measured in another environment")
+    ci.set_defaults(handler=_ci)
 
     profile = commands.add_parser(
         "profile", help="profile one version with torch.profiler and list its top operators",
@@ -295,7 +348,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _print_report(report, fmt: str) -> None:
     import reports
 
-    sys.stdout.write(reports.get(fmt).render(report).rstrip("\n") + "\n")
+    rendered = reports.get(fmt).render(report)
+    if isinstance(rendered, bytes):  # a binary format (pdf) goes to standard output as it is
+        sys.stdout.flush()
+        sys.stdout.buffer.write(rendered)
+        return
+    sys.stdout.write(rendered.rstrip("\n") + "\n")
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -322,17 +380,62 @@ def _analyze(args: argparse.Namespace) -> int:
     """Rewrite the reports of a saved folder. The INCOMPLETE marker is never removed here: an interrupted run stays
     marked, and is analyzed only when asked (--allow-incomplete), its report saying it is incomplete."""
     from diagnose.compare import write_reports
-    from diagnose.core.errors import UserError
-    from diagnose.core.runfolder import RunFolder
 
-    folder = RunFolder(args.run_dir)
-    folder.check_complete()
-    reason = folder.incomplete()
-    if reason is not None and not args.allow_incomplete:
-        raise UserError(f"the run was interrupted ({reason}); pass --allow-incomplete to analyze what it saved", folder.path)
+    folder = _readable_folder(args.run_dir, args.allow_incomplete)
     report = write_reports(folder, allow_env_mismatch=args.allow_env_mismatch)
     _print_report(report, args.format)
     return EXIT_OK
+
+
+def _readable_folder(run_dir: Path, allow_incomplete: bool):
+    """A run folder analyze/report can read: complete, or interrupted after its samples when asked."""
+    from diagnose.core.errors import UserError
+    from diagnose.core.runfolder import RunFolder
+
+    folder = RunFolder(run_dir)
+    folder.check_complete()
+    reason = folder.incomplete()
+    if reason is not None and not allow_incomplete:
+        raise UserError(f"the run was interrupted ({reason}); pass --allow-incomplete to analyze what it saved", folder.path)
+    return folder
+
+
+def _report(args: argparse.Namespace) -> int:
+    """One format of a run folder's report, into the folder (its usual file), a file, or standard output."""
+    import reports
+    from diagnose.analysis import analyze
+    from diagnose.core.runfolder import write_text
+
+    folder = _readable_folder(args.run_dir, args.allow_incomplete)
+    fmt = reports.get(args.format)
+    report = analyze(folder, allow_env_mismatch=args.allow_env_mismatch)
+    if args.out == "-" or (args.out is None and fmt.filename is None):
+        _print_report(report, fmt.name)
+        return EXIT_OK
+    path = Path(args.out) if args.out else folder.file(fmt.filename)
+    write_text(path, fmt.render(report))
+    print(f"{fmt.name}: {path}")
+    return EXIT_OK
+
+
+def _ci(args: argparse.Namespace) -> int:
+    from diagnose.ci import CiOptions, run_ci
+    from diagnose.compare import CompareOptions
+    from diagnose.core.errors import UserError
+    from diagnose.gate import DEFAULT_MAX_REGRESSION, parse_budget
+
+    if args.old is None and args.baseline is None:
+        raise UserError("give the version to compare against: --old VERSION or --baseline RUN_DIR", key="--old")
+    budgets = dict(parse_budget(text) for text in args.max_regression) or dict(DEFAULT_MAX_REGRESSION)
+    options = CompareOptions(
+        old=args.old, new=args.new, model=args.model, registry=args.registry, budget_s=args.budget, seed=args.seed,
+        profile=not args.no_profile, out=args.out, allow_env_mismatch=args.allow_env_mismatch,
+        verify=True if args.verify else False, argv=tuple(sys.argv),
+        gate={"max_regression": budgets, "strict": args.strict}, baseline=args.baseline,
+    )
+    _, code, text = run_ci(CiOptions(options, args.junit))
+    sys.stdout.write(text)
+    return code
 
 
 def _profile(args: argparse.Namespace) -> int:
@@ -453,4 +556,5 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         print(f"diagnose: internal error: {type(exc).__name__}: {exc} (please report this with the traceback above)",
               file=sys.stderr)
-        return EXIT_INTERNAL
+        # `ci`'s 1 means "a regression beyond the budget": a failure of the tool itself must not read as one
+        return EXIT_USER if args.command == "ci" else EXIT_INTERNAL

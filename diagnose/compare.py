@@ -25,7 +25,7 @@ from diagnose.sources import PrometheusAccess
 
 @dataclass(frozen=True)
 class CompareOptions:
-    old: str
+    old: str | None  # None only with a baseline (its version is the old side)
     new: str
     model: str | None = None
     registry: str | None = None
@@ -46,6 +46,8 @@ class CompareOptions:
     variants: tuple[str, ...] | None = None  # None: verify.COMPARE_VARIANTS
     verify_budget_s: float | None = None  # None: min(12 s, budget_s)
     argv: tuple[str, ...] = ()  # recorded in run.json redacted (a --prometheus URL may carry a password)
+    gate: dict | None = None  # `diagnose ci`: {max_regression: {metric: pct}, strict}, recorded in run.json
+    baseline: Path | None = None  # `diagnose ci --baseline RUN_DIR`: the old side's samples come from that run
 
 
 class Interrupted(Exception):
@@ -71,14 +73,25 @@ def plan_compare(opts: CompareOptions):
 
     registry = resolve_registry(opts.registry)
     model = opts.model or registry.default_model()
-    manifests = {"old": registry.manifest(model, opts.old), "new": registry.manifest(model, opts.new)}
-    paths = {"old": manifests["old"].requests_or(opts.old_requests, "--old-requests"),
-             "new": manifests["new"].requests_or(opts.new_requests, "--new-requests")}
+    baseline = None
+    if opts.baseline is not None:  # the old side is a saved run's samples: only the new version is loaded
+        from diagnose.baseline import load_baseline
+
+        baseline = load_baseline(opts.baseline, model, opts.old)
+        manifests = {"new": registry.manifest(model, opts.new)}
+        paths = {"new": manifests["new"].requests_or(opts.new_requests, "--new-requests")}
+        if baseline.request_log() is not None:
+            paths = {"old": baseline.request_log(), **paths}
+    else:
+        manifests = {"old": registry.manifest(model, opts.old), "new": registry.manifest(model, opts.new)}
+        paths = {"old": manifests["old"].requests_or(opts.old_requests, "--old-requests"),
+                 "new": manifests["new"].requests_or(opts.new_requests, "--new-requests")}
     requests = {side: load_requests(path) for side, path in paths.items()}
     if opts.signals is not None and not Path(opts.signals).is_dir():
         raise UserError("--signals: folder not found", opts.signals)
     return Plan(opts=opts, registry_label=registry.label, model=model, manifests=manifests, request_paths=paths,
-                requests=requests, identical=identical(requests["old"], requests["new"]))
+                requests=requests, identical="old" in requests and identical(requests["old"], requests["new"]),
+                baseline=baseline)
 
 
 def run_compare(opts: CompareOptions) -> tuple[Path, Report]:
@@ -86,17 +99,20 @@ def run_compare(opts: CompareOptions) -> tuple[Path, Report]:
     from diagnose.stages import STAGES
 
     plan = plan_compare(opts)
-    folder = RunFolder.create(opts.out or new_dir(opts.runs_dir, f"{plan.model}-{opts.old}-vs-{opts.new}"))
+    folder = RunFolder.create(opts.out or new_dir(opts.runs_dir, f"{plan.model}-{plan.old_version}-vs-{opts.new}"))
     try:
         with _sigterm_as_interrupt():
             folder.write_run({
                 "command": redact_argv(opts.argv), "registry": plan.registry_label, "model": plan.model,
-                "old": opts.old, "new": opts.new, "budget_s": opts.budget_s, "seed": opts.seed,
+                "old": plan.old_version, "new": opts.new, "budget_s": opts.budget_s, "seed": opts.seed,
                 "factorial": opts.factorial, "allow_env_mismatch": opts.allow_env_mismatch, "verify": opts.verify,
                 "started_at": utc_now(),
+                **({"gate": opts.gate} if opts.gate else {}),
+                **({"baseline": plan.baseline.describe()} if plan.baseline else {}),
             })
             for side in SIDES:
-                folder.write_manifest(side, plan.manifests[side].path.read_text())
+                folder.write_manifest(side, plan.baseline.manifest_text if side not in plan.manifests
+                                      else plan.manifests[side].path.read_text())
             for stage in STAGES:
                 stage(plan, folder)
             report = write_reports(folder, opts.allow_env_mismatch)

@@ -35,6 +35,11 @@ class Plan:
     requests: dict[str, pd.DataFrame]
     identical: bool  # both versions replay identical requests (diagnose.core.requestlog.identical)
     loaded: dict = field(default_factory=dict)
+    baseline: object = None  # diagnose.baseline.Baseline: the old side is a saved run's (no old manifest, no old model)
+
+    @property
+    def old_version(self) -> str:
+        return self.baseline.version if self.baseline else self.manifests["old"].version
 
 
 def _sha256(path: Path) -> str:
@@ -81,19 +86,23 @@ def load(plan: Plan, folder: RunFolder) -> None:
     from collectors import environment
     from profilers.runners import load_version
 
-    with status("Loading both versions"):
+    with status("Loading both versions" if len(plan.manifests) > 1 else "Loading the new version"):
         plan.loaded.update({side: load_version(m) for side, m in plan.manifests.items()})
-    folder.write_evidence("versions", {
-        side: _version_evidence(plan.manifests[side], plan.loaded[side], plan.request_paths[side]) for side in SIDES
-    } | {"status": "ok"})
-    folder.write_evidence("requests", {
-        "status": "ok", "identical": plan.identical,
-        **{side: describe(plan.requests[side]) | {"path": str(plan.request_paths[side])} for side in SIDES},
-    })
     machine = environment.capture()
-    folder.write_evidence("environment", {
-        "status": "ok", **{side: environment.for_sample_set(machine, plan.loaded[side].manifest.serving) for side in SIDES},
-    })
+    versions = {side: _version_evidence(m, plan.loaded[side], plan.request_paths[side]) for side, m in plan.manifests.items()}
+    requests = {side: describe(plan.requests[side]) | {"path": str(plan.request_paths[side])} for side in plan.manifests}
+    envs = {side: environment.for_sample_set(machine, plan.loaded[side].manifest.serving) for side in plan.manifests}
+    if plan.baseline:  # the old side as the baseline run recorded it; refused at once if measured elsewhere
+        from diagnose.baseline import check_environment
+
+        check_environment(plan.baseline, envs["new"], plan.opts.allow_env_mismatch)
+        versions["old"] = plan.baseline.versions | {"baseline": str(plan.baseline.folder.path)}
+        requests["old"] = plan.baseline.requests
+        envs["old"] = plan.baseline.environment
+    folder.write_evidence("versions", {side: versions[side] for side in SIDES} | {"status": "ok"})
+    folder.write_evidence("requests", {"status": "ok", "identical": plan.identical,
+                                       **{side: requests[side] for side in SIDES}})
+    folder.write_evidence("environment", {"status": "ok", **{side: envs[side] for side in SIDES}})
 
 
 def drift(plan: Plan, folder: RunFolder) -> None:
@@ -102,13 +111,17 @@ def drift(plan: Plan, folder: RunFolder) -> None:
     from diagnose.core.requestlog import read_requests
     from diagnose.drift_stage import expected_schema, record_drift
 
+    if "old" not in plan.request_paths:
+        folder.write_evidence("drift", {"status": "unavailable", "reason": "the baseline run's request log "
+                                        f"{plan.baseline.versions.get('requests')} is not here (or changed)"})
+        return
     with status("Comparing the request logs (schema, drift, request sizes)"):
         frames = {side: read_requests(path) for side, path in plan.request_paths.items()}
         expected = expected_schema(plan.manifests["new"], plan.loaded["new"].input_spec, list(frames["new"].columns))
         record_drift(folder, frames["old"], frames["new"], expected)
 
 
-def verdict_settled(frame) -> bool:
+def verdict_settled(frame: pd.DataFrame) -> bool:
     """Early-stop check on the samples so far: are the old-vs-new verdicts of the median and of the p99 settled?
     The p99 needs at least `stats.MIN_TAIL_SAMPLES` a side, so a compare never stops on the median alone."""
     old, new = frame[frame["cell"] == OO], frame[frame["cell"] == NN]
@@ -134,17 +147,22 @@ def benchmark(plan: Plan, folder: RunFolder) -> None:
         folder.write_evidence("benchmark", {"status": "skipped", "reason": "--no-benchmark: the versions were not "
                                             "replayed here; the diagnosis rests on the signals and request logs"})
         return
-    cells = [Cell("old", "old"), Cell("new", "new")]
-    if opts.factorial and not plan.identical:
+    cells = [Cell("old", "old"), Cell("new", "new")] if not plan.baseline else [Cell("new", "new")]
+    if opts.factorial and not plan.identical and not plan.baseline:
         cells += [Cell("new", "old"), Cell("old", "new")]
     bench = BenchmarkPlan(cells=tuple(cells), budget_s=opts.budget_s, seed=opts.seed)
+    settled = verdict_settled
+    if plan.baseline:
+        from diagnose.baseline import settled_against
+
+        settled = settled_against(plan.baseline, verdict_settled)
     cgroup = CgroupSampler(CgroupReader())
     cgroup.start()  # the cgroup this process runs in: was the benchmark itself CPU-throttled?
     host = HostCpuSampler()
     host.start()  # and did other processes share the cores with it?
     samplers = start_samplers() if opts.signals is None else {}  # recorded signals take the place of live ones
     with Bar(opts.budget_s, f"Benchmarking {len(cells)} cells") as bar:
-        result = run_benchmark(bench, plan.loaded, plan.requests, settled=verdict_settled, on_progress=bar.update_to)
+        result = run_benchmark(bench, plan.loaded, plan.requests, settled=settled, on_progress=bar.update_to)
     folder.write_evidence("cgroup", collect_safely(cgroup))
     folder.write_evidence("host", collect_safely(host))
     for source, evidence in stop_samplers(samplers, folder.signals_dir).items():
@@ -153,14 +171,19 @@ def benchmark(plan: Plan, folder: RunFolder) -> None:
         if key in result.unavailable:
             raise UserError(f"version {plan.manifests[side].version} cannot run these requests: {result.unavailable[key]}",
                             plan.request_paths[side])
-    folder.write_samples(result.samples)
+    samples, unavailable = result.samples, dict(result.unavailable)
+    if plan.baseline:  # the old side's cell is the baseline run's samples
+        samples = pd.concat([plan.baseline.samples.astype(samples.dtypes.to_dict()), samples], ignore_index=True)
+        unavailable |= plan.baseline.unavailable()
+        cells = [Cell("old", "old"), *cells]
+    folder.write_samples(samples)
     folder.write_evidence("benchmark", {
-        "status": "ok", "cells": [c.key for c in cells], "unavailable": result.unavailable,
+        "status": "ok", "cells": [c.key for c in cells], "unavailable": unavailable,
         "rounds": result.rounds, "elapsed_s": round(result.elapsed_s, 3), "stopped": result.stopped,
         "budget_s": opts.budget_s, "warmup_batches": bench.warmup_batches, "timer": "time.perf_counter_ns",
         "block": result.block, "settle_ms": result.settle_ms,
         # a version that refused its inputs in the logged float dtype was fed them cast, as its server must cast
-        "input_casts": {side: plan.loaded[side].input_cast for side in SIDES if plan.loaded[side].input_cast},
+        "input_casts": {side: v.input_cast for side, v in plan.loaded.items() if v.input_cast},
         "capped_batches": result.capped_batches,
     })
 
@@ -169,6 +192,10 @@ def profile(plan: Plan, folder: RunFolder) -> None:
     """torch.profiler traces of both versions on the same requests, diffed op by op (after the benchmark, so the
     profiler's overhead never touches a latency figure)."""
     if not (plan.opts.profile and plan.opts.benchmark):  # the profile is a replay too
+        return
+    if plan.baseline:
+        folder.write_evidence("profile", {"status": "unavailable", "reason": "compared against a baseline run: its "
+                                          "model was not loaded here, so there is no old trace to diff"})
         return
     from profilers.profiling import profile_pair
 
@@ -184,7 +211,7 @@ def verify(plan: Plan, folder: RunFolder) -> None:
     from diagnose.verify import COMPARE_VARIANTS, measure_variants, model_side_leads
 
     opts = plan.opts
-    if opts.verify is False or not opts.benchmark:
+    if opts.verify is False or not opts.benchmark or plan.baseline:  # the variants are timed beside the old model
         return
     if opts.verify is None:
         result = outcome(folder)

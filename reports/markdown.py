@@ -112,10 +112,39 @@ def _production_lines(report: Report) -> list[str]:
     return lines
 
 
+def gate_lines(report: Report) -> list[str]:
+    """The CI gate: each gated statistic's budget, change and outcome (report.gate)."""
+    gate = report.gate
+    if gate is None:
+        return []
+    what = "the budgets `diagnose ci` was given" if gate.source == "ci" else "the default budgets"
+    lines = ["", f"## CI gate: {gate.status.upper()}", "",
+             f"Gated on {what}{' (strict: inconclusive fails)' if gate.strict else ''}.", "",
+             "| statistic | budget | change | 95% CI | significant | outcome |", "|---|---:|---:|---|---|---|"]
+    for c in gate.checks:
+        ci = "n/a" if c.ci_pct is None else f"{c.ci_pct[0]:+.1f}% .. {c.ci_pct[1]:+.1f}%"
+        lines.append(f"| {c.metric} | +{c.max_pct:g}% | {_pct(c.change_pct)} | {ci} | {'yes' if c.significant else 'no'} "
+                     f"| {c.status} |")
+    return lines
+
+
+def ci_summary(report: Report, top: int = 3) -> str:
+    """What `diagnose ci` appends to $GITHUB_STEP_SUMMARY: the gate, the verdict and the top causes."""
+    lines = [f"# diagnose ci: {report.model} {report.old} -> {report.new}", "", f"**{report.summary}**"]
+    lines += gate_lines(report)
+    likely, _ = split_causes(report.hypotheses)
+    lines += ["", "## Likely causes", ""]
+    lines += [f"{rank}. **{h.cause}** ({h.score:.2f}): {h.summary}" for rank, h in enumerate(likely[:top], 1)] or \
+        ["No cause is supported by the evidence collected."]
+    lines += ["", f"Run folder: `{report.run.dir}` (`diagnose report {report.run.dir} --format html`)."]
+    return "\n".join(lines) + "\n"
+
+
 def render(report: Report) -> str:
     lines = [f"# {report.model}: {report.old} -> {report.new}", "", f"**Verdict: {report.verdict}.** {report.summary}"]
     if report.latency:
         lines += _latency_lines(report)
+    lines += gate_lines(report)
     lines += _production_lines(report)
 
     profile = report.profile
@@ -174,4 +203,9 @@ def render(report: Report) -> str:
     run = report.run
     measured = f"{run.rounds} rounds in {run.elapsed_s} s ({run.stopped})" if report.latency else "no benchmark"
     lines += ["", f"Run folder: `{run.dir}`; {measured}."]
+    if report.baseline:
+        lines.append(f"The old side's samples come from the baseline run `{report.baseline['dir']}` "
+                     f"({report.baseline.get('started_at')}).")
+    if report.reproduce:
+        lines += ["", "Reproduce:", "", "```bash", *report.reproduce, "```"]
     return "\n".join(lines) + "\n"

@@ -103,3 +103,34 @@ def make_tiny_registry(root: Path) -> Path:
         save_mlp(folder / "model.pt", hidden)
         requests_frame(seed={"v1": 1, "v2": 2, "v3": 3}[version]).to_parquet(folder / "requests.parquet")
     return root
+
+
+SAVED_RUN = ROOT / "fixtures" / "runs" / "textclf-v1-vs-v2"  # a regression with profile, drift, fix and signals
+PRODUCTION_DEPLOYMENT = {"namespace": "serving", "selector": "app=textclf", "container": "model",
+                         "deployed_at": "2026-11-20T10:00:00Z"}  # what fixtures/signals/prometheus/*.om record
+
+
+@pytest.fixture(scope="session")
+def report_runs(tmp_path_factory) -> dict[str, Path]:
+    """Run folders of each kind a report must render, made once for the session (tests copy before writing):
+    `regression` (the saved textclf run: profile, drift, variants, production signals), `no_regression` (mlp v1 vs
+    v3, same weights; no signals, no profile: sources unavailable) and `production` (v1 vs v3 from the throttled
+    recording alone, --no-benchmark: production's verdict and timelines, no lab latency)."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("report-runs")
+    registry = make_tiny_registry(root / "registry")
+    runs = {"regression": Path(shutil.copytree(SAVED_RUN, root / "regression"))}
+    result = run_cli("compare", "--registry", str(registry), "--old", "v1", "--new", "v3", "--budget", "3",
+                     "--no-profile", "--no-verify", "--out", str(root / "no_regression"))
+    assert result.returncode == 0, result.stderr
+    runs["no_regression"] = root / "no_regression"
+    write_manifest(registry / "mlp" / "v3", serving={"threads": 1}, deployment=PRODUCTION_DEPLOYMENT)
+    signals = root / "signals"
+    signals.mkdir()
+    shutil.copy(ROOT / "fixtures" / "signals" / "prometheus" / "throttled.om", signals / "metrics.om")
+    result = run_cli("compare", "--registry", str(registry), "--old", "v1", "--new", "v3", "--no-benchmark",
+                     "--signals", str(signals), "--out", str(root / "production"))
+    assert result.returncode == 0, result.stderr
+    runs["production"] = root / "production"
+    return runs

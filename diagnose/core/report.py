@@ -21,8 +21,9 @@ from diagnose.core.stats import Delta, SideStats, summarize
 # 2.0: `collectors` -> `evidence_sources`, profile `signals` -> `totals`, `rule_errors`; 2.1: `incomplete`;
 # 2.2: `regression_kind`, `latency.tail`, verdict `not_measured` (latency and attribution null);
 # 2.3: `latency.production`, `lab_verdict`, `verdict_source`, hypotheses' `missing`, `unjudged` (latency's lab keys
-# null when only production measured it)
-SCHEMA_VERSION = "2.3"
+# null when only production measured it); 2.4: `gate`, `timelines`, `environment`, `reproduce`, `baseline`, drift
+# `distributions`
+SCHEMA_VERSION = "2.4"
 # not_measured: the compare ran without a benchmark (--no-benchmark): no latency, no attribution, causes from signals
 VERDICTS = ("regression", "improvement", "no_regression", "inconclusive", "not_measured")
 
@@ -265,11 +266,15 @@ class DriftSection:
     features_tested: int
     settings: dict | None
     latency_tie: dict
+    # {feature, drift, quantiles: {p, old, new}} or {feature, drift, categories: {values, old, new}}: the drifted
+    # features first, then the largest statistics, for plots that overlay the two sides
+    distributions: tuple[dict, ...] = ()
 
     def to_dict(self) -> dict:
         return {"identical": self.identical, "schema_changes": list(self.schema_changes),
                 "expected_schema": list(self.expected_schema), "drifted": list(self.drifted),
-                "features_tested": self.features_tested, "settings": self.settings, "latency_tie": self.latency_tie}
+                "features_tested": self.features_tested, "settings": self.settings, "latency_tie": self.latency_tie,
+                "distributions": list(self.distributions)}
 
 
 @dataclass(frozen=True)
@@ -316,6 +321,77 @@ class SourceStatus:
         if self.source:
             out["source"] = self.source
         return out
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """One production signal over time, around the deploy (for a plot): `t` in unix seconds, a value per point
+    (None where nothing was recorded), and the limit the signal runs up against, if any (the memory limit)."""
+
+    name: str  # latency_p99_ms, latency_p50_ms, latency_avg_ms, throttled_ratio, memory_working_set_bytes, restarts, gpu_sm_clock_mhz
+    label: str
+    unit: str
+    t: tuple[float, ...]
+    values: tuple[float | None, ...]
+    limit: float | None = None
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "label": self.label, "unit": self.unit, "t": list(self.t), "values": list(self.values),
+                "limit": self.limit}
+
+
+@dataclass(frozen=True)
+class Timelines:
+    """Production's signals across the deploy, with the deploy time and where the latency jumped."""
+
+    source: str
+    deployed_at_s: float | None
+    change_point_s: float | None
+    series: tuple[Timeline, ...]
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "deployed_at_s": self.deployed_at_s, "change_point_s": self.change_point_s,
+                "series": [s.to_dict() for s in self.series]}
+
+
+GATE_STATUSES = ("pass", "fail", "inconclusive")
+
+
+@dataclass(frozen=True)
+class GateCheck:
+    """One gated statistic (p50, p90 or p99): its change, and whether it breaks the budget (diagnose.gate)."""
+
+    metric: str
+    max_pct: float
+    change_pct: float | None
+    ci_pct: tuple[float, float] | None
+    significant: bool  # the change is a regression the statistics stand behind (the verdict's own tests)
+    status: str  # pass | fail | inconclusive
+    message: str
+
+    def to_dict(self) -> dict:
+        return {"metric": self.metric, "max_pct": self.max_pct, "change_pct": self.change_pct,
+                "ci_pct": self.ci_pct and list(self.ci_pct), "significant": self.significant, "status": self.status,
+                "message": self.message}
+
+
+@dataclass(frozen=True)
+class Gate:
+    """The CI gate on this run: the latency budgets, each statistic's check, and the gate's status. A run that
+    `diagnose ci` did not make is gated on the default budgets (`source` "default"), which is what CI would say."""
+
+    source: str  # "ci" | "default"
+    strict: bool
+    checks: tuple[GateCheck, ...]
+    status: str  # fail when a check fails; inconclusive when one is (a failure with --strict); else pass
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.status == "fail" else 0
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "strict": self.strict, "status": self.status,
+                "checks": [c.to_dict() for c in self.checks]}
 
 
 @dataclass(frozen=True)
@@ -370,6 +446,11 @@ class Report:
     lab_verdict: str | None = None  # the benchmark's own verdict (not_measured without one)
     verdict_source: str | None = None  # "lab" | "production" | "lab and production": what carries the verdict
     unjudged: tuple[dict, ...] = ()  # {cause, missing}: causes no rule could judge for want of evidence
+    gate: Gate | None = None  # the CI gate's verdict on this run (None: not measured)
+    timelines: Timelines | None = None  # production's signals over time, for plots
+    environment: dict = field(default_factory=dict)  # side -> the sample set's environment (CPU, cores, libraries)
+    reproduce: tuple[str, ...] = ()  # shell commands that remake this report and rerun this comparison
+    baseline: dict | None = None  # {dir, version, started_at}: the old side's samples came from this saved run
     schema_version: str = SCHEMA_VERSION
 
     def __post_init__(self):
@@ -402,6 +483,11 @@ class Report:
             "warnings": list(self.warnings),
             "run": self.run.to_dict(),
             "incomplete": self.incomplete,
+            "gate": self.gate and self.gate.to_dict(),
+            "timelines": self.timelines and self.timelines.to_dict(),
+            "environment": self.environment,
+            "reproduce": list(self.reproduce),
+            "baseline": self.baseline,
         }
 
     def _latency_dict(self) -> dict | None:

@@ -52,8 +52,9 @@ def _atomic(path: Path, write) -> None:
         raise
 
 
-def write_text(path: Path, text: str) -> None:
-    _atomic(Path(path), lambda fh: fh.write(text.encode()))
+def write_text(path: Path, text: str | bytes) -> None:
+    """`text` (or bytes, for a binary report such as report.pdf) written atomically."""
+    _atomic(Path(path), lambda fh: fh.write(text if isinstance(text, bytes) else text.encode()))
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -190,7 +191,7 @@ class RunFolder:
         self._cache.pop(self.REQUEST_SIZES, None)
         write_parquet(self.file(self.REQUEST_SIZES), frame)
 
-    def write(self, name: str, text: str) -> None:
+    def write(self, name: str, text: str | bytes) -> None:
         """A derived file at the folder's top (report.json, report.md, fix.md, ...)."""
         write_text(self.file(name), text)
 

@@ -1,0 +1,249 @@
+"""`diagnose ci` and `diagnose report` (issue 14): the gate's rule, its exit codes in a subprocess, JUnit XML that CI
+systems read, the step summary, baselines and their environment guard, and the example workflows run as written."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+import xmlschema
+import yaml
+from conftest import BUSY_LOOP, ROOT, make_tiny_registry, run_cli
+
+import reports
+from diagnose.analysis import analyze
+from diagnose.core import stats
+from diagnose.core.errors import UserError
+from diagnose.gate import check, evaluate, parse_budget
+
+JUNIT = xmlschema.XMLSchema(str(ROOT / "tests" / "schemas" / "junit.xsd"))
+SCHEMA = json.loads((ROOT / "diagnose" / "schemas" / "report.schema.json").read_text())
+SNAPSHOTS = ROOT / "tests" / "snapshots"
+
+
+def delta(p50=0.0, p50_ci=(-1.0, 1.0), p99=0.0, p99_ci=(-5.0, 5.0), p=0.5) -> stats.Delta:
+    return stats.Delta(p50, p50_ci, p50, p50_ci, p99, p99_ci, p)
+
+
+# --- the rule: significant and beyond the budget ---------------------------------------------------------------------
+@pytest.mark.parametrize("d, n, status", [
+    (delta(p50=12.0, p50_ci=(9.0, 15.0), p=1e-9), 500, "fail"),          # sure and beyond
+    (delta(p50=3.0, p50_ci=(2.0, 4.0), p=1e-6), 500, "pass"),            # sure, slower, within the budget
+    (delta(p50=9.0, p50_ci=(-2.0, 20.0), p=0.2), 500, "inconclusive"),   # beyond, but not sure at all
+    (delta(p50=0.4, p50_ci=(-1.5, 2.3), p=0.6), 500, "pass"),            # noise
+    (delta(p50=-20.0, p50_ci=(-25.0, -15.0), p=1e-9), 500, "pass"),      # faster
+    (delta(p50=6.0, p50_ci=(0.5, 11.0), p=0.005), 500, "inconclusive"),  # "significant" p, but the CI reaches the floor
+])
+def test_the_median_fails_only_when_significant_and_beyond_the_budget(d, n, status):
+    assert check("p50", 5.0, d, n).status == status
+
+
+@pytest.mark.parametrize("d, n, status", [
+    (delta(p99=30.0, p99_ci=(12.0, 60.0)), 400, "fail"),
+    (delta(p99=30.0, p99_ci=(12.0, 60.0)), 100, "inconclusive"),  # too few samples for a p99, however large
+    (delta(p99=8.0, p99_ci=(2.0, 15.0)), 400, "inconclusive"),    # below the tail's 5% floor at its low end
+    (delta(p99=2.0, p99_ci=(-6.0, 9.0)), 400, "pass"),
+    (delta(p99=2.0, p99_ci=(-6.0, 9.0)), 50, "pass"),             # unsettled but its estimate is within the budget
+])
+def test_the_tail_needs_samples_and_a_ci_above_its_floor(d, n, status):
+    assert check("p99", 5.0, d, n).status == status
+
+
+def test_the_gate_fails_on_any_failing_check_and_strict_fails_inconclusive():
+    d = delta(p50=9.0, p50_ci=(-2.0, 20.0), p=0.2, p99=1.0, p99_ci=(-4.0, 4.0))
+    settings = {"max_regression": {"p50": 5.0, "p99": 5.0}}
+    loose, strict = evaluate(settings, d, 400), evaluate({**settings, "strict": True}, d, 400)
+    assert (loose.status, loose.exit_code) == ("inconclusive", 0)
+    assert (strict.status, strict.exit_code) == ("fail", 1)
+    assert evaluate(None, d, 400).source == "default" and evaluate(settings, None, 0) is None
+
+
+@pytest.mark.parametrize("text, parsed", [("p99=5%", ("p99", 5.0)), ("P50=2.5", ("p50", 2.5)), ("p90 = 10 %", ("p90", 10.0))])
+def test_budgets_parse(text, parsed):
+    assert parse_budget(text) == parsed
+
+
+@pytest.mark.parametrize("text", ["p75=5%", "p99", "p99=fast", "p99=-3%"])
+def test_a_bad_budget_is_one_clear_error(text):
+    with pytest.raises(UserError, match="--max-regression"):
+        parse_budget(text)
+
+
+# --- the command, in a subprocess ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory) -> Path:
+    return make_tiny_registry(tmp_path_factory.mktemp("ci") / "registry")
+
+
+@pytest.fixture(scope="module")
+def failing_ci(registry, tmp_path_factory):
+    """v1 -> v2 (much more compute) through `diagnose ci`, with JUnit and a step summary that already holds a line."""
+    root = tmp_path_factory.mktemp("failing-ci")
+    summary = root / "step-summary.md"
+    summary.write_text("earlier step\n")
+    result = run_cli("ci", "--registry", str(registry), "--old", "v1", "--new", "v2", "--budget", "4",
+                     "--max-regression", "p99=10%", "--max-regression", "p50=5%", "--junit", str(root / "junit.xml"),
+                     "--out", str(root / "run"), env={"GITHUB_STEP_SUMMARY": str(summary)})
+    return root, result
+
+
+def test_a_real_regression_fails_the_build_naming_the_cause(failing_ci):
+    root, result = failing_ci
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.startswith("CI GATE FAIL: mlp v2 against v1")
+    assert "FAIL         p50 +" in result.stdout and "model.compute_increase" in result.stdout
+    assert result.stderr == ""
+    run = json.loads((root / "run" / "run.json").read_text())
+    assert run["gate"] == {"max_regression": {"p99": 10.0, "p50": 5.0}, "strict": False}
+
+
+def test_junit_is_valid_with_one_case_per_gated_statistic_and_the_causes(failing_ci):
+    root, _ = failing_ci
+    xml = (root / "junit.xml").read_text()
+    JUNIT.validate(xml)
+    tree = JUNIT.to_dict(xml)
+    cases = tree["testsuite"][0]["testcase"]
+    assert [c["@name"] for c in cases] == ["p50 regression <= 5%", "p99 regression <= 10%"]  # in quantile order
+    p50 = cases[0]
+    assert "beyond the +5.0% budget" in p50["failure"]["@message"]
+    assert "model.compute_increase" in p50["failure"]["$"]
+    # `report --format junit` on the folder gives the build's XML again: the gate lives in the run folder
+    again = run_cli("report", str(root / "run"), "--format", "junit", "--out", "-")
+    assert again.returncode == 0 and again.stdout == xml
+
+
+def test_the_step_summary_is_appended_in_markdown(failing_ci):
+    root, _ = failing_ci
+    text = (root / "step-summary.md").read_text()
+    assert text.startswith("earlier step\n# diagnose ci: mlp v1 -> v2")
+    assert "## CI gate: FAIL" in text and "| p50 | +5% |" in text and "model.compute_increase" in text
+
+
+@pytest.mark.slow  # with a busy core beside it (conftest): the noisy machine a CI runner is
+def test_a_noisy_a_a_pair_passes(registry, tmp_path):
+    """v1 against v3, the same weights, with a second busy loop at normal priority: noise, never a failure."""
+    busy = subprocess.Popen([sys.executable, "-c", BUSY_LOOP])
+    try:
+        result = run_cli("ci", "--registry", str(registry), "--old", "v1", "--new", "v3", "--budget", "4",
+                         "--no-profile", "--max-regression", "p99=5%", "--max-regression", "p50=5%",
+                         "--out", str(tmp_path / "run"))
+    finally:
+        busy.kill()
+        busy.wait()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith(("CI GATE PASS", "CI GATE INCONCLUSIVE"))
+
+
+def test_errors_exit_2_with_one_line(registry, tmp_path):
+    result = run_cli("ci", "--registry", str(registry), "--old", "v1", "--new", "v9", "--out", str(tmp_path / "run"))
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1 and "v9" in result.stderr
+    result = run_cli("ci", "--registry", str(registry), "--new", "v2")
+    assert result.returncode == 2 and "--baseline RUN_DIR" in result.stderr
+
+
+def test_a_baseline_run_stands_for_the_old_side(failing_ci, registry, tmp_path):
+    """The failing run's new side (v2) as the baseline of v2 itself: only v2 is timed, and nothing regressed."""
+    root, _ = failing_ci
+    out = tmp_path / "run"
+    result = run_cli("ci", "--registry", str(registry), "--baseline", str(root / "run"), "--new", "v2", "--budget", "3",
+                     "--out", str(out))
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["old"] == "v2" and report["baseline"]["dir"] == str(root / "run")
+    assert report["verdict"] != "regression" and report["gate"]["status"] != "fail"
+    assert any("baseline run" in w and "not interleaved" in w for w in report["warnings"])
+    assert report["evidence_sources"]["profile"]["status"] == "unavailable"
+    cells = json.loads((out / "evidence" / "benchmark.json").read_text())["cells"]
+    assert cells == ["old_model/old_requests", "new_model/new_requests"]
+
+
+def test_a_baseline_from_another_environment_is_refused_unless_allowed(failing_ci, registry, tmp_path):
+    root, _ = failing_ci
+    baseline = Path(shutil.copytree(root / "run", tmp_path / "baseline"))
+    env_file = baseline / "evidence" / "environment.json"
+    env = json.loads(env_file.read_text())
+    env["new"]["libraries"]["torch"] = "1.13.1"
+    env_file.write_text(json.dumps(env))
+    result = run_cli("ci", "--registry", str(registry), "--baseline", str(baseline), "--new", "v2", "--budget", "2",
+                     "--out", str(tmp_path / "run"))
+    assert result.returncode == 2, result.stdout
+    assert len(result.stderr.splitlines()) == 1 and "torch" in result.stderr and "--allow-env-mismatch" in result.stderr
+
+
+# --- the example workflows, their steps run as written ---------------------------------------------------------------
+def _run_steps(steps: list[str], env: dict, cwd: Path) -> list[subprocess.CompletedProcess]:
+    full = {**os.environ, "DIAGNOSE_PROGRESS": "0", **env}
+    return [subprocess.run(["bash", "-c", step], cwd=cwd, env=full, capture_output=True, text=True, timeout=300)
+            for step in steps]
+
+
+@pytest.mark.parametrize("workflow", ["github-actions.yml", "gitlab-ci.yml"])
+def test_the_example_workflows_run_as_written(workflow, registry, tmp_path):
+    """Each workflow's diagnose steps, in a checkout whose registry is the tiny one: the gate fails on v1 -> v2 (exit
+    1), the report step still runs and writes report.html, and junit.xml is where the CI system will look for it."""
+    doc = yaml.safe_load((ROOT / "docs" / "ci" / workflow).read_text())
+    if workflow.startswith("github"):
+        env = doc["env"]
+        steps = [s["run"] for s in doc["jobs"]["latency-gate"]["steps"] if "run" in s]
+        install, steps = steps[0], steps[1:]
+        junit = next(s for s in doc["jobs"]["latency-gate"]["steps"] if "junit" in s.get("uses", ""))["with"]["report_paths"]
+    else:
+        job = doc["latency-gate"]
+        env, install, steps = job["variables"], job["before_script"][0], job["script"] + job["after_script"]
+        junit = job["artifacts"]["reports"]["junit"]
+    assert "pip install torch==2.13.0" in install  # the CPU wheel first, as the README's install line
+    shutil.copytree(registry, tmp_path / env["DIAGNOSE_REGISTRY"])
+    results = _run_steps(steps, {**env, "MODEL": "mlp", "OLD": "v1", "NEW": "v2"}, tmp_path)
+    assert results[0].returncode == 1, results[0].stdout + results[0].stderr  # the gate: a real regression
+    assert all(r.returncode == 0 for r in results[1:]), [r.stderr for r in results]
+    JUNIT.validate(str(tmp_path / junit))
+    assert (tmp_path / "runs" / "latency-gate" / "report.html").is_file()
+
+
+# --- `diagnose report` on every kind of run folder -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def analyzed(report_runs) -> dict:
+    return {name: analyze(path) for name, path in report_runs.items()}
+
+
+@pytest.mark.parametrize("name", ["regression", "no_regression", "production"])
+def test_every_text_format_renders_every_kind_of_run(analyzed, name):
+    report = analyzed[name]
+    jsonschema.validate(json.loads(reports.get("json").render(report)), SCHEMA)
+    JUNIT.validate(reports.get("junit").render(report))
+    for fmt in ("summary", "markdown", "html"):
+        assert report.model in reports.get(fmt).render(report)
+
+
+def test_a_run_without_a_benchmark_has_no_gate_and_says_so_in_junit(analyzed):
+    report = analyzed["production"]
+    assert report.gate is None and report.verdict == "regression" and report.verdict_source == "production"
+    assert "not measured" in reports.get("junit").render(report)
+    assert report.timelines is not None and {s.name for s in report.timelines.series} >= {"latency_p99_ms"}
+
+
+def test_report_md_of_the_saved_regression_matches_its_snapshot(analyzed, report_runs):
+    """The saved run's report.md, its folder's path made neutral. UPDATE_SNAPSHOTS=1 rewrites the snapshot."""
+    text = reports.get("md").render(analyzed["regression"]).replace(str(report_runs["regression"]), "RUN_DIR")
+    snapshot = SNAPSHOTS / "report-regression.md"
+    if os.environ.get("UPDATE_SNAPSHOTS") == "1":
+        snapshot.parent.mkdir(exist_ok=True)
+        snapshot.write_text(text)
+    assert text == snapshot.read_text()
+
+
+def test_report_writes_each_format_into_the_run_folder(report_runs, tmp_path):
+    run = Path(shutil.copytree(report_runs["no_regression"], tmp_path / "run"))
+    for fmt in ("md", "json", "junit"):
+        result = run_cli("report", str(run), "--format", fmt)
+        assert result.returncode == 0, result.stderr
+    assert {"report.md", "report.json", "junit.xml"} <= {p.name for p in run.iterdir()}
+    JUNIT.validate(str(run / "junit.xml"))
+    result = run_cli("report", str(tmp_path / "nowhere"), "--format", "html")
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
