@@ -2,7 +2,8 @@
 
 Only the standard library is imported at start-up, so `diagnose --help` answers at once; each command
 imports the engine (numpy, pandas, torch) when it runs. Exit codes: 0 ran (whatever the verdict),
-2 user error (one line naming the file and key), 1 internal failure, 130 interrupted.
+2 user error (one line naming the file and key), 1 internal failure, 130 interrupted; `ci` is the exception:
+1 means a regression beyond the budget, so every error there is 2 (docs/ci.md).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ reason, never a half-written report.
 
 from __future__ import annotations
 
+import os
 import signal
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -71,6 +72,7 @@ def plan_compare(opts: CompareOptions):
     """Resolve both versions and read their request logs; nothing is measured or written yet."""
     from diagnose.stages import Plan
 
+    kept_formats()  # a bad $DIAGNOSE_RUN_REPORTS fails now, not after the benchmark
     registry = resolve_registry(opts.registry)
     model = opts.model or registry.default_model()
     baseline = None
@@ -130,12 +132,23 @@ def run_compare(opts: CompareOptions) -> tuple[Path, Report]:
         raise
 
 
-def write_reports(folder: RunFolder, allow_env_mismatch: bool = False) -> Report:
-    """Analyze the folder and write every format the compare keeps in it (report.json, report.md, ...)."""
-    from diagnose.analysis import analyze
+def kept_formats() -> list:
+    """The report formats every run folder keeps: the registry's, or those $DIAGNOSE_RUN_REPORTS names."""
     from reports import saved_formats
 
+    try:
+        return saved_formats(os.environ.get("DIAGNOSE_RUN_REPORTS"))
+    except KeyError as exc:
+        raise UserError(str(exc.args[0]), key="$DIAGNOSE_RUN_REPORTS") from None
+
+
+def write_reports(folder: RunFolder, allow_env_mismatch: bool = False) -> Report:
+    """Analyze the folder and write every format the compare keeps in it (report.json, report.md, report.html; or
+    those $DIAGNOSE_RUN_REPORTS names, e.g. `json,md` where rendering the HTML's plots is not worth a second)."""
+    from diagnose.analysis import analyze
+
+    formats = kept_formats()
     report = analyze(folder, allow_env_mismatch=allow_env_mismatch)
-    for fmt in saved_formats():
+    for fmt in formats:
         folder.write(fmt.filename, fmt.render(report))
     return report

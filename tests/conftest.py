@@ -15,6 +15,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
+# Run folders made by the tests keep report.json and report.md only: the HTML's plots (matplotlib, about a second a
+# compare) are rendered where a test asks for them (tests/test_html_report.py, `report_runs` below).
+os.environ.setdefault("DIAGNOSE_RUN_REPORTS", "json,md")
 
 
 BUSY_LOOP = "import time\nend = time.monotonic() + 1200\nwhile time.monotonic() < end:\n    pass\n"
@@ -122,7 +125,8 @@ def report_runs(tmp_path_factory) -> dict[str, Path]:
     registry = make_tiny_registry(root / "registry")
     runs = {"regression": Path(shutil.copytree(SAVED_RUN, root / "regression"))}
     result = run_cli("compare", "--registry", str(registry), "--old", "v1", "--new", "v3", "--budget", "3",
-                     "--no-profile", "--no-verify", "--out", str(root / "no_regression"))
+                     "--no-profile", "--no-verify", "--out", str(root / "no_regression"),
+                     env={"DIAGNOSE_RUN_REPORTS": "json,md,html"})  # what a compare keeps by default
     assert result.returncode == 0, result.stderr
     runs["no_regression"] = root / "no_regression"
     write_manifest(registry / "mlp" / "v3", serving={"threads": 1}, deployment=PRODUCTION_DEPLOYMENT)

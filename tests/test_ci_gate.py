@@ -247,3 +247,11 @@ def test_report_writes_each_format_into_the_run_folder(report_runs, tmp_path):
     JUNIT.validate(str(run / "junit.xml"))
     result = run_cli("report", str(tmp_path / "nowhere"), "--format", "html")
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
+
+
+def test_a_run_folder_keeps_json_markdown_and_html_unless_told_otherwise(report_runs):
+    assert [f.filename for f in reports.saved_formats()] == ["report.json", "report.md", "report.html"]
+    assert [f.filename for f in reports.saved_formats("md")] == ["report.json", "report.md"]
+    assert (report_runs["no_regression"] / "report.html").is_file()
+    with pytest.raises(KeyError, match="pdfx"):
+        reports.saved_formats("json,pdfx")

@@ -71,14 +71,15 @@ def test_an_old_run_folder_gives_the_same_verdict_figures_and_causes(saved_run):
     # the same drift; only the latency tie's name changed, where payload_bytes and text.chars tie (the same bytes
     # here), to the column's own feature (diagnose.shift_latency._pick_feature)
     tie_before, tie_after = before["drift"]["latency_tie"], after["drift"]["latency_tie"]
-    assert {**after["drift"], "latency_tie": None} == {**before["drift"], "latency_tie": None}
+    assert {**after["drift"], "latency_tie": None} == {**before["drift"], "latency_tie": None,
+                                                         "distributions": []}  # 2.4: none kept in this old folder
     assert (tie_before["feature"], tie_after["feature"]) == ("payload_bytes", "text.chars")
     assert tie_after["correlations"] == tie_before["correlations"]
     assert {k: v for k, v in tie_after.items() if k not in ("feature", "text")} == \
            {k: v for k, v in tie_before.items() if k not in ("feature", "text")}
     assert after["profile"]["totals"] == before["profile"]["signals"]  # renamed in format 2 / schema 2.0
     assert after["evidence_sources"] == before["collectors"] | {"host": {"status": "unavailable", "reason": "stage skipped"}}
-    assert after["rule_errors"] == [] and after["schema_version"] == "2.3" and after["incomplete"] is None
+    assert after["rule_errors"] == [] and after["schema_version"] == "2.4" and after["incomplete"] is None
     jsonschema.validate(after, SCHEMA)
 
 
@@ -161,6 +162,7 @@ def test_a_toy_output_format_drives_the_cli_and_the_run_folder(saved_run, monkey
 
     toy = reports.Format("toy", lambda report: f"{report.model}: {report.verdict}\n", "report.toy", "a toy format")
     monkeypatch.setattr(reports, "FORMATS", reports.FORMATS + (toy,))
+    monkeypatch.delenv("DIAGNOSE_RUN_REPORTS")  # every saved format, as without the tests' setting
     assert main(["analyze", str(saved_run), "--format", "toy"]) == 0
     assert capsys.readouterr().out == "textclf: regression\n"
     assert (saved_run / "report.toy").read_text() == "textclf: regression\n"

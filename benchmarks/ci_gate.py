@@ -1,0 +1,120 @@
+"""The CI gate's error rates and costs, from real `diagnose ci` runs in subprocesses (issue 14).
+
+- A/A: the same TorchScript MLP published twice (a1, a2), gated `--max-regression p50=5% --max-regression p99=5%`:
+  how many builds fail (goal: 0 of 50).
+- +10% p99: the same MLP behind a Python wrapper that busy-waits 10% of A's p99 on every call (the wrapper alone on
+  the other side, so its own overhead cancels), gated `--max-regression p99=5%`: how many builds fail (goal >= 95%).
+- The wall time of one `diagnose ci --old v1 --new v2` on the embedded registry's default model (goal <= 60 s on
+  2 cores), profile included.
+- The HTML report of that run: render time and size (goal <= 2 s, <= 3 MB), the PDF's render time beside it.
+
+The A/A and A/B runs pass --no-profile (the gate reads the samples only; the profile adds a few seconds a run).
+
+Usage: python benchmarks/ci_gate.py [--aa 50] [--ab 20] [--budget 15] [--skip-default]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from verdict_rates import cpu_model, loaded, make_version  # noqa: E402
+
+from profilers.harness import BenchmarkPlan, Cell, run_benchmark  # noqa: E402
+
+
+def ci(registry: Path, old: str, new: str, budget: float, out: Path, *gates: str) -> tuple[int, float, str]:
+    env = {**os.environ, "DIAGNOSE_PROGRESS": "0"}
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "diagnose", "ci", "--registry", str(registry), "--model", "bench",
+                             "--old", old, "--new", new, "--budget", str(budget), "--no-profile", "--out", str(out),
+                             *gates], capture_output=True, text=True, env=env)
+    if result.returncode not in (0, 1):
+        raise SystemExit(f"diagnose ci failed ({result.returncode}): {result.stderr.strip()}")
+    return result.returncode, time.perf_counter() - started, result.stdout.splitlines()[0]
+
+
+def failures(registry: Path, old: str, new: str, n: int, budget: float, root: Path, label: str, *gates: str) -> dict:
+    codes, times, first = [], [], {}
+    for i in range(n):
+        code, elapsed, line = ci(registry, old, new, budget, root / f"{label}-{i}", *gates)
+        codes.append(code)
+        times.append(elapsed)
+        first.setdefault(line.split(":")[0], line)
+        print(f"\r  {label}: {i + 1}/{n}, {sum(codes)} failed", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    times.sort()
+    return {"failed": sum(codes), "n": n, "median_s": times[len(times) // 2], "examples": first}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--aa", type=int, default=50, help="A/A builds (default 50)")
+    parser.add_argument("--ab", type=int, default=20, help="+10%% p99 builds (default 20)")
+    parser.add_argument("--budget", type=float, default=15.0, help="each build's --budget, s (the ci default: 15)")
+    parser.add_argument("--skip-default", action="store_true", help="skip the default model's wall time and the report")
+    args = parser.parse_args()
+    print(f"CPU: {cpu_model()}, {os.cpu_count()} logical cores")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        registry = root / "registry"  # make_version writes <registry>/bench/<version>: the model "bench"
+        for name in ("a1", "a2"):
+            make_version(registry, name, None)
+        a = loaded(registry / "bench" / "a1" / "manifest.yaml")
+        a2 = loaded(registry / "bench" / "a2" / "manifest.yaml")
+        probe = run_benchmark(BenchmarkPlan(cells=(Cell("old", "old"), Cell("new", "new")), budget_s=4.0),
+                              {"old": a, "new": a2}, {"old": a.requests_frame, "new": a2.requests_frame})
+        lat = probe.samples.loc[probe.samples["cell"] == "old_model/old_requests", "latency_ms"]
+        p50, p99 = float(lat.median()), float(lat.quantile(0.99))
+        make_version(registry, "steady", 0.0)
+        make_version(registry, "slower", 0.10 * p99)
+        print(f"model: TorchScript MLP 512-1024-1024-16, batch 8, 1 thread; A p50 {p50:.3f} ms, p99 {p99:.3f} ms; "
+              f"the +10% side busy-waits {0.10 * p99:.3f} ms a call")
+        rows = {}
+        if args.aa:
+            rows["A/A, p50=5% and p99=5%"] = failures(registry, "a1", "a2", args.aa, args.budget, root, "aa",
+                                                      "--max-regression", "p50=5%", "--max-regression", "p99=5%")
+        if args.ab:
+            rows["p99 +10%, p99=5%"] = failures(registry, "steady", "slower", args.ab, args.budget, root, "ab",
+                                                "--max-regression", "p99=5%")
+        print("\n| builds | failed | median wall s |\n|---|---:|---:|")
+        for name, row in rows.items():
+            print(f"| {name} | {row['failed']} of {row['n']} ({100 * row['failed'] / row['n']:.0f}%) | {row['median_s']:.1f} |")
+        for name, row in rows.items():
+            for line in row["examples"].values():
+                print(f"  {name}: {line}")
+        if args.skip_default:
+            return
+        out = root / "default"
+        started = time.perf_counter()
+        result = subprocess.run([sys.executable, "-m", "diagnose", "ci", "--old", "v1", "--new", "v2", "--out", str(out)],
+                                capture_output=True, text=True, env={**os.environ, "DIAGNOSE_PROGRESS": "0"})
+        wall = time.perf_counter() - started
+        print(f"\ndiagnose ci --old v1 --new v2 (embedded registry, default model, profile on): {wall:.1f} s, exit "
+              f"{result.returncode}: {result.stdout.splitlines()[0] if result.stdout else result.stderr.strip()}")
+        import reports
+        from diagnose.analysis import analyze
+
+        report = analyze(out)
+        for name in ("html", "pdf"):
+            started = time.perf_counter()
+            try:
+                data = reports.get(name).render(report)
+            except Exception as exc:  # no Chromium: say so, the HTML figure stands
+                print(f"{name}: not rendered ({exc})")
+                continue
+            size = len(data.encode() if isinstance(data, str) else data)
+            print(f"{name} render: {time.perf_counter() - started:.2f} s, {size / 1e6:.2f} MB")
+
+
+if __name__ == "__main__":
+    main()
