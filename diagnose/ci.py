@@ -15,8 +15,6 @@ from pathlib import Path
 from diagnose.core.report import Report
 from diagnose.core.runfolder import write_text
 
-CI_BUDGET_S = 15.0  # seconds of measurement: the whole `diagnose ci` of the default model within a minute on 2 cores
-
 
 @dataclass(frozen=True)
 class CiOptions:

@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the budget of p50, p90 or p99, e.g. p99=5%% (repeatable; default p50=5%% and p99=5%%)")
     ci.add_argument("--strict", action="store_true", help="fail the build on an inconclusive check too")
     ci.add_argument("--junit", type=Path, metavar="FILE", help="write JUnit XML, one test case per gated statistic")
-    ci.add_argument("--budget", type=_positive_float, default=15.0,
+    ci.add_argument("--budget", type=_positive_float, default=15.0,  # the whole gate of the default model in a minute
                     help="seconds of measurement; stops earlier once the verdict is settled (default 15)")
     ci.add_argument("--seed", type=_count(0), default=0, help="seed for request order and bootstrap (default 0)")
     ci.add_argument("--no-profile", action="store_true", help="skip the profiler stage (no op-level causes)")
@@ -427,6 +427,9 @@ def _ci(args: argparse.Namespace) -> int:
 
     if args.old is None and args.baseline is None:
         raise UserError("give the version to compare against: --old VERSION or --baseline RUN_DIR", key="--old")
+    if args.verify and args.baseline is not None:  # variants are timed beside the old model, which a baseline lacks
+        raise UserError("times the variants beside the old version, which --baseline does not load; drop one",
+                        key="--verify")
     budgets = dict(parse_budget(text) for text in args.max_regression) or dict(DEFAULT_MAX_REGRESSION)
     options = CompareOptions(
         old=args.old, new=args.new, model=args.model, registry=args.registry, budget_s=args.budget, seed=args.seed,

@@ -140,11 +140,19 @@ def test_a_noisy_a_a_pair_passes(registry, tmp_path):
     assert result.stdout.startswith(("CI GATE PASS", "CI GATE INCONCLUSIVE"))
 
 
-def test_errors_exit_2_with_one_line(registry, tmp_path):
-    result = run_cli("ci", "--registry", str(registry), "--old", "v1", "--new", "v9", "--out", str(tmp_path / "run"))
-    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1 and "v9" in result.stderr
-    result = run_cli("ci", "--registry", str(registry), "--new", "v2")
-    assert result.returncode == 2 and "--baseline RUN_DIR" in result.stderr
+@pytest.mark.parametrize("argv, needle", [
+    (["--old", "v1", "--new", "v9"], "v9"),
+    (["--new", "v2"], "--baseline RUN_DIR"),
+    (["--old", "v1", "--new", "v2", "--max-regression", "p75=5%"], "--max-regression"),
+    (["--baseline", "nowhere", "--new", "v2", "--verify"], "--verify"),
+])
+def test_errors_exit_2_with_one_line(registry, tmp_path, capsys, monkeypatch, argv, needle):
+    from diagnose.cli import main
+
+    monkeypatch.setenv("DIAGNOSE_PROGRESS", "0")
+    assert main(["ci", "--registry", str(registry), "--out", str(tmp_path / "run"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and needle in err, err
 
 
 def test_a_baseline_run_stands_for_the_old_side(failing_ci, registry, tmp_path):
@@ -163,17 +171,22 @@ def test_a_baseline_run_stands_for_the_old_side(failing_ci, registry, tmp_path):
     assert cells == ["old_model/old_requests", "new_model/new_requests"]
 
 
-def test_a_baseline_from_another_environment_is_refused_unless_allowed(failing_ci, registry, tmp_path):
+def test_a_baseline_from_another_environment_is_refused_before_measuring(failing_ci, registry, tmp_path, capsys,
+                                                                         monkeypatch):
     root, _ = failing_ci
     baseline = Path(shutil.copytree(root / "run", tmp_path / "baseline"))
     env_file = baseline / "evidence" / "environment.json"
     env = json.loads(env_file.read_text())
     env["new"]["libraries"]["torch"] = "1.13.1"
     env_file.write_text(json.dumps(env))
-    result = run_cli("ci", "--registry", str(registry), "--baseline", str(baseline), "--new", "v2", "--budget", "2",
-                     "--out", str(tmp_path / "run"))
-    assert result.returncode == 2, result.stdout
-    assert len(result.stderr.splitlines()) == 1 and "torch" in result.stderr and "--allow-env-mismatch" in result.stderr
+    from diagnose.cli import main
+
+    monkeypatch.setenv("DIAGNOSE_PROGRESS", "0")
+    code = main(["ci", "--registry", str(registry), "--baseline", str(baseline), "--new", "v2", "--budget", "2",
+                 "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.splitlines()) == 1 and "torch" in err and "--allow-env-mismatch" in err, err
+    assert not (tmp_path / "run" / "samples.parquet").exists()  # refused before anything was measured
 
 
 # --- the example workflows, their steps run as written ---------------------------------------------------------------

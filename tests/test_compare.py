@@ -41,7 +41,8 @@ def regression_run(shared_regression_run, tmp_path):
     copy = Path(shutil.copytree(source, tmp_path / "run"))
     # the report names its folder: as it reads from the copy's place (what `analyze` on the copy writes)
     moved = json.dumps(report).replace(str(source), str(copy))
-    (copy / "report.json").write_text((copy / "report.json").read_text().replace(str(source), str(copy)))
+    for name in ("report.json", "run.json"):  # run.json's command line names the folder too (report.json `reproduce`)
+        (copy / name).write_text((copy / name).read_text().replace(str(source), str(copy)))
     return copy, json.loads(moved)
 
 

@@ -211,6 +211,9 @@ class RunFolder:
             reason = self._marker_reason()
             raise UserError(f"run folder is incomplete ({reason}); no samples were saved, rerun the compare", self.path)
         if not self.file(self.RUN).exists():
+            if self.file(self.FIX_MD).exists():
+                raise UserError(f"a `diagnose optimize` folder, not a compare's (no {self.RUN}): its report is "
+                                f"{self.FIX_MD} and {self.FIX_JSON}", self.path)
             raise UserError(f"not a diagnose run folder (no {self.RUN})", self.path)
 
     def _marker_reason(self) -> str:
