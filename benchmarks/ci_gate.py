@@ -10,7 +10,7 @@
 
 The A/A and A/B runs pass --no-profile (the gate reads the samples only; the profile adds a few seconds a run).
 
-Usage: python benchmarks/ci_gate.py [--aa 50] [--ab 20] [--budget 15] [--skip-default]
+Usage: python benchmarks/ci_gate.py [--aa 50] [--ab 20] [--budget 25] [--skip-default]
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--aa", type=int, default=50, help="A/A builds (default 50)")
     parser.add_argument("--ab", type=int, default=20, help="+10%% p99 builds (default 20)")
-    parser.add_argument("--budget", type=float, default=15.0, help="each build's --budget, s (the ci default: 15)")
+    parser.add_argument("--budget", type=float, default=25.0, help="each build's --budget, s (the ci default: 25)")
     parser.add_argument("--skip-default", action="store_true", help="skip the default model's wall time and the report")
     args = parser.parse_args()
     print(f"CPU: {cpu_model()}, {os.cpu_count()} logical cores")
