@@ -514,8 +514,8 @@ def _refuse_nul_bytes(parser: argparse.ArgumentParser, args: argparse.Namespace)
 
 # ---- library output (issue 12): stderr holds the progress bars and the tool's own lines ----------------------------
 def _quiet_library_output() -> None:
-    """Before any library loads: transformers' logging to errors only, Hugging Face's progress bars ("Loading
-    weights") off, and warnings raised inside transformers / huggingface_hub (FutureWarnings, the TracerWarnings of
+    """Before any library loads: transformers' and matplotlib's logging to errors only, Hugging Face's progress bars
+    ("Loading weights") off, and warnings raised inside transformers / huggingface_hub (FutureWarnings, the TracerWarnings of
     the embedded registry's first build) ignored. The profiler's and the exporters' C-level output is caught where
     they run (`diagnose.core.quiet`). DIAGNOSE_LIBRARY_OUTPUT=1 leaves all of it on."""
     from diagnose.core.quiet import library_output_shown
@@ -524,6 +524,11 @@ def _quiet_library_output() -> None:
         return
     import warnings
 
+    import logging
+
+    # matplotlib (report.html's plots) logs "building the font cache" on a machine's first plot, and a config-folder
+    # fallback where $HOME is read-only: warnings through logging's last-resort handler, straight to stderr
+    logging.getLogger("matplotlib").setLevel(logging.ERROR)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 import xmlschema
 import yaml
-from conftest import BUSY_LOOP, ROOT, make_tiny_registry, run_cli
+from conftest import BUSY_LOOP, ROOT, make_tiny_registry, run_cli, save_mlp
 
 import reports
 from diagnose.analysis import analyze
@@ -81,31 +81,61 @@ def registry(tmp_path_factory) -> Path:
     return make_tiny_registry(tmp_path_factory.mktemp("ci") / "registry")
 
 
+def _workflow(name: str) -> tuple[dict, str, list[str], str]:
+    """A workflow file's (env, install step, the steps after it, the JUnit path the CI system reads)."""
+    doc = yaml.safe_load((ROOT / "docs" / "ci" / name).read_text())
+    if name.startswith("github"):
+        steps = [s["run"] for s in doc["jobs"]["latency-gate"]["steps"] if "run" in s]
+        junit = next(s for s in doc["jobs"]["latency-gate"]["steps"] if "junit" in s.get("uses", ""))
+        return doc["env"], steps[0], steps[1:], junit["with"]["report_paths"]
+    job = doc["latency-gate"]
+    return job["variables"], job["before_script"][0], job["script"] + job["after_script"], job["artifacts"]["reports"]["junit"]
+
+
+def _run_steps(steps: list[str], env: dict, cwd: Path) -> list[subprocess.CompletedProcess]:
+    full = {**os.environ, "DIAGNOSE_PROGRESS": "0", **env}
+    return [subprocess.run(["bash", "-c", step], cwd=cwd, env=full, capture_output=True, text=True, timeout=300)
+            for step in steps]
+
+
+def _checkout(registry: Path, root: Path, env: dict) -> Path:
+    """A repository checkout holding the registry the workflow names, its v2 made far slower than v1 (its p99
+    settles in a few seconds, as a real regression's does)."""
+    models = Path(shutil.copytree(registry, root / env["DIAGNOSE_REGISTRY"]))
+    save_mlp(models / "mlp" / "v2" / "model.pt", (1024, 1024, 1024))
+    return models
+
+
 @pytest.fixture(scope="module")
 def failing_ci(registry, tmp_path_factory):
-    """v1 -> v2 (much more compute) through `diagnose ci`, with JUnit and a step summary that already holds a line."""
-    root = tmp_path_factory.mktemp("failing-ci")
-    summary = root / "step-summary.md"
-    summary.write_text("earlier step\n")
-    result = run_cli("ci", "--registry", str(registry), "--old", "v1", "--new", "v2", "--budget", "4",
-                     "--max-regression", "p99=10%", "--max-regression", "p50=5%", "--junit", str(root / "junit.xml"),
-                     "--out", str(root / "run"), env={"GITHUB_STEP_SUMMARY": str(summary)})
-    return root, result
+    """The GitHub Actions workflow's steps as a build runs them on a pull request that adds a slower v2, with the
+    step summary file GitHub provides (another step already wrote to it): (checkout, its registry, results, junit)."""
+    root = tmp_path_factory.mktemp("github")
+    env, install, steps, junit = _workflow("github-actions.yml")
+    assert "pip install torch==2.13.0" in install  # the CPU wheel first, as the README's install line
+    models = _checkout(registry, root, env)
+    (root / "step-summary.md").write_text("earlier step\n")
+    results = _run_steps(steps, {**env, "MODEL": "mlp", "OLD": "v1", "NEW": "v2",
+                                 "GITHUB_STEP_SUMMARY": str(root / "step-summary.md")}, root)
+    return root, models, results, root / junit
 
 
 def test_a_real_regression_fails_the_build_naming_the_cause(failing_ci):
-    root, result = failing_ci
-    assert result.returncode == 1, result.stderr
-    assert result.stdout.startswith("CI GATE FAIL: mlp v2 against v1")
-    assert "FAIL         p50 +" in result.stdout and "model.compute_increase" in result.stdout
-    assert result.stderr == ""
-    run = json.loads((root / "run" / "run.json").read_text())
-    assert run["gate"] == {"max_regression": {"p99": 10.0, "p50": 5.0}, "strict": False}
+    root, _, (gate, *after), _ = failing_ci
+    assert gate.returncode == 1, gate.stdout + gate.stderr
+    assert gate.stdout.startswith("CI GATE FAIL: mlp v2 against v1")
+    assert "FAIL         p50 +" in gate.stdout and "model.compute_increase" in gate.stdout
+    assert gate.stderr == ""
+    run = json.loads((root / "runs" / "latency-gate" / "run.json").read_text())
+    assert run["gate"] == {"max_regression": {"p50": 5.0, "p99": 10.0}, "strict": False}
+    # the report step still ran (if: always()) and wrote the incident report into the run folder
+    assert all(r.returncode == 0 for r in after), [r.stderr for r in after]
+    assert (root / "runs" / "latency-gate" / "report.html").is_file()
 
 
 def test_junit_is_valid_with_one_case_per_gated_statistic_and_the_causes(failing_ci):
-    root, _ = failing_ci
-    xml = (root / "junit.xml").read_text()
+    root, _, _, junit = failing_ci
+    xml = junit.read_text()
     JUNIT.validate(xml)
     tree = JUNIT.to_dict(xml)
     cases = tree["testsuite"][0]["testcase"]
@@ -114,15 +144,28 @@ def test_junit_is_valid_with_one_case_per_gated_statistic_and_the_causes(failing
     assert "beyond the +5.0% budget" in p50["failure"]["@message"]
     assert "model.compute_increase" in p50["failure"]["$"]
     # `report --format junit` on the folder gives the build's XML again: the gate lives in the run folder
-    again = run_cli("report", str(root / "run"), "--format", "junit", "--out", "-")
+    again = run_cli("report", "runs/latency-gate", "--format", "junit", "--out", "-", cwd=root)  # as the build named it
     assert again.returncode == 0 and again.stdout == xml
 
 
 def test_the_step_summary_is_appended_in_markdown(failing_ci):
-    root, _ = failing_ci
+    root, _, _, _ = failing_ci
     text = (root / "step-summary.md").read_text()
     assert text.startswith("earlier step\n# diagnose ci: mlp v1 -> v2")
     assert "## CI gate: FAIL" in text and "| p50 | +5% |" in text and "model.compute_increase" in text
+
+
+def test_the_gitlab_workflow_runs_as_written(registry, tmp_path):
+    """GitLab's job: the gate in `script` fails the job, `after_script` still writes report.html, and junit.xml is
+    where `artifacts:reports:junit` reads it."""
+    env, install, steps, junit = _workflow("gitlab-ci.yml")
+    assert "pip install torch==2.13.0" in install
+    _checkout(registry, tmp_path, env)
+    results = _run_steps(steps, {**env, "MODEL": "mlp", "OLD": "v1", "NEW": "v2"}, tmp_path)
+    assert results[0].returncode == 1, results[0].stdout + results[0].stderr
+    assert all(r.returncode == 0 for r in results[1:]), [r.stderr for r in results]
+    JUNIT.validate(str(tmp_path / junit))
+    assert (tmp_path / "runs" / "latency-gate" / "report.html").is_file()
 
 
 @pytest.mark.slow  # with a busy core beside it (conftest): the noisy machine a CI runner is
@@ -130,7 +173,7 @@ def test_a_noisy_a_a_pair_passes(registry, tmp_path):
     """v1 against v3, the same weights, with a second busy loop at normal priority: noise, never a failure."""
     busy = subprocess.Popen([sys.executable, "-c", BUSY_LOOP])
     try:
-        result = run_cli("ci", "--registry", str(registry), "--old", "v1", "--new", "v3", "--budget", "4",
+        result = run_cli("ci", "--registry", str(registry), "--old", "v1", "--new", "v3", "--budget", "3",
                          "--no-profile", "--max-regression", "p99=5%", "--max-regression", "p50=5%",
                          "--out", str(tmp_path / "run"))
     finally:
@@ -155,15 +198,16 @@ def test_errors_exit_2_with_one_line(registry, tmp_path, capsys, monkeypatch, ar
     assert len(err.splitlines()) == 1 and needle in err, err
 
 
-def test_a_baseline_run_stands_for_the_old_side(failing_ci, registry, tmp_path):
-    """The failing run's new side (v2) as the baseline of v2 itself: only v2 is timed, and nothing regressed."""
-    root, _ = failing_ci
+def test_a_baseline_run_stands_for_the_old_side(failing_ci, tmp_path):
+    """The failing build's new side (v2) as the baseline of v2 itself: only v2 is timed, and nothing regressed."""
+    root, models, _, _ = failing_ci
+    baseline = root / "runs" / "latency-gate"
     out = tmp_path / "run"
-    result = run_cli("ci", "--registry", str(registry), "--baseline", str(root / "run"), "--new", "v2", "--budget", "3",
+    result = run_cli("ci", "--registry", str(models), "--baseline", str(baseline), "--new", "v2", "--budget", "3",
                      "--out", str(out))
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads((out / "report.json").read_text())
-    assert report["old"] == "v2" and report["baseline"]["dir"] == str(root / "run")
+    assert report["old"] == "v2" and report["baseline"]["dir"] == str(baseline)
     assert report["verdict"] != "regression" and report["gate"]["status"] != "fail"
     assert any("baseline run" in w and "not interleaved" in w for w in report["warnings"])
     assert report["evidence_sources"]["profile"]["status"] == "unavailable"
@@ -171,10 +215,9 @@ def test_a_baseline_run_stands_for_the_old_side(failing_ci, registry, tmp_path):
     assert cells == ["old_model/old_requests", "new_model/new_requests"]
 
 
-def test_a_baseline_from_another_environment_is_refused_before_measuring(failing_ci, registry, tmp_path, capsys,
-                                                                         monkeypatch):
-    root, _ = failing_ci
-    baseline = Path(shutil.copytree(root / "run", tmp_path / "baseline"))
+def test_a_baseline_from_another_environment_is_refused_before_measuring(failing_ci, tmp_path, capsys, monkeypatch):
+    root, models, _, _ = failing_ci
+    baseline = Path(shutil.copytree(root / "runs" / "latency-gate", tmp_path / "baseline"))
     env_file = baseline / "evidence" / "environment.json"
     env = json.loads(env_file.read_text())
     env["new"]["libraries"]["torch"] = "1.13.1"
@@ -182,41 +225,11 @@ def test_a_baseline_from_another_environment_is_refused_before_measuring(failing
     from diagnose.cli import main
 
     monkeypatch.setenv("DIAGNOSE_PROGRESS", "0")
-    code = main(["ci", "--registry", str(registry), "--baseline", str(baseline), "--new", "v2", "--budget", "2",
+    code = main(["ci", "--registry", str(models), "--baseline", str(baseline), "--new", "v2", "--budget", "2",
                  "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert code == 2 and len(err.splitlines()) == 1 and "torch" in err and "--allow-env-mismatch" in err, err
     assert not (tmp_path / "run" / "samples.parquet").exists()  # refused before anything was measured
-
-
-# --- the example workflows, their steps run as written ---------------------------------------------------------------
-def _run_steps(steps: list[str], env: dict, cwd: Path) -> list[subprocess.CompletedProcess]:
-    full = {**os.environ, "DIAGNOSE_PROGRESS": "0", **env}
-    return [subprocess.run(["bash", "-c", step], cwd=cwd, env=full, capture_output=True, text=True, timeout=300)
-            for step in steps]
-
-
-@pytest.mark.parametrize("workflow", ["github-actions.yml", "gitlab-ci.yml"])
-def test_the_example_workflows_run_as_written(workflow, registry, tmp_path):
-    """Each workflow's diagnose steps, in a checkout whose registry is the tiny one: the gate fails on v1 -> v2 (exit
-    1), the report step still runs and writes report.html, and junit.xml is where the CI system will look for it."""
-    doc = yaml.safe_load((ROOT / "docs" / "ci" / workflow).read_text())
-    if workflow.startswith("github"):
-        env = doc["env"]
-        steps = [s["run"] for s in doc["jobs"]["latency-gate"]["steps"] if "run" in s]
-        install, steps = steps[0], steps[1:]
-        junit = next(s for s in doc["jobs"]["latency-gate"]["steps"] if "junit" in s.get("uses", ""))["with"]["report_paths"]
-    else:
-        job = doc["latency-gate"]
-        env, install, steps = job["variables"], job["before_script"][0], job["script"] + job["after_script"]
-        junit = job["artifacts"]["reports"]["junit"]
-    assert "pip install torch==2.13.0" in install  # the CPU wheel first, as the README's install line
-    shutil.copytree(registry, tmp_path / env["DIAGNOSE_REGISTRY"])
-    results = _run_steps(steps, {**env, "MODEL": "mlp", "OLD": "v1", "NEW": "v2"}, tmp_path)
-    assert results[0].returncode == 1, results[0].stdout + results[0].stderr  # the gate: a real regression
-    assert all(r.returncode == 0 for r in results[1:]), [r.stderr for r in results]
-    JUNIT.validate(str(tmp_path / junit))
-    assert (tmp_path / "runs" / "latency-gate" / "report.html").is_file()
 
 
 # --- `diagnose report` on every kind of run folder -------------------------------------------------------------------
@@ -260,8 +273,13 @@ def test_report_writes_each_format_into_the_run_folder(report_runs, tmp_path):
         assert result.stdout.startswith(f"{reports.get(fmt).name}: {run}")
     assert {"report.md", "junit.xml"} <= {p.name for p in run.iterdir()}
     JUNIT.validate(str(run / "junit.xml"))
-    result = run_cli("report", str(tmp_path / "nowhere"), "--format", "html")
-    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
+
+
+def test_report_on_a_missing_folder_is_one_line(tmp_path, capsys):
+    from diagnose.cli import main
+
+    assert main(["report", str(tmp_path / "nowhere"), "--format", "html"]) == 2
+    assert capsys.readouterr().err == f"diagnose: error: {tmp_path / 'nowhere'}: run folder not found\n"
 
 
 def test_a_run_folder_keeps_json_markdown_and_html_unless_told_otherwise(report_runs):

@@ -20,7 +20,7 @@ from diagnose.core.quiet import FdCapture, kineto_noise, quiet_libraries
 
 USDT = b"USDT:2026-12-02 02:29:08 4134:4134 SyncActivityProfilerHandler.cpp:52] profiler_start\n"
 # what must not reach a user's stderr: Kineto's lines, transformers' and torch's warnings and bars, torch's glog lines
-NOISE = re.compile(r"USDT|STAGE:|TracerWarning|(?<!ort-)transformers|Warning:|Loading weights|^[WIE]\d{4} \d\d:\d\d")
+NOISE = re.compile(r"USDT|STAGE:|TracerWarning|[Mm]atplotlib|(?<!ort-)transformers|Warning:|Loading weights|^[WIE]\d{4} \d\d:\d\d")
 
 
 def _run_python(code: str, **env) -> tuple[int, str, str]:
@@ -107,12 +107,13 @@ def test_profile_prints_no_kineto_lines(tiny_registry, tmp_path):
 @pytest.mark.slow
 def test_a_first_compare_prints_only_the_tools_own_lines(tmp_path):
     """The embedded registry from scratch (a fresh cache: the MiniLM build, the ONNX export and int8 quantization of
-    the verify stage), the profiler on: stderr holds the progress bars and nothing from Kineto or the libraries."""
+    the verify stage), the profiler on, report.html's plots drawn: stderr holds the progress bars and nothing from Kineto or the
+    libraries."""
     cache = tmp_path / "cache"
     try:
         result = run_cli("compare", "--old", "v1", "--new", "v2", "--budget", "3", "--verify", "--verify-budget", "2",
                          "--variants", "ort-all,ort-int8", "--out", str(tmp_path / "run"), cwd=tmp_path, timeout=900,
-                         env={"DIAGNOSE_CACHE": str(cache), "DIAGNOSE_PROGRESS": "1"})
+                         env={"DIAGNOSE_CACHE": str(cache), "DIAGNOSE_PROGRESS": "1", "DIAGNOSE_RUN_REPORTS": "json,md,html"})
         assert result.returncode == 0, result.stderr[-3000:]
         lines = _stderr_lines(result.stderr)
         assert [line for line in lines if NOISE.search(line)] == []
