@@ -56,8 +56,9 @@ def load_baseline(path: Path, model: str, old: str | None) -> Baseline:
 
     folder = RunFolder(path)
     folder.check_complete()
-    if folder.incomplete() is not None:
-        raise UserError(f"the baseline run was interrupted ({folder.incomplete()}); pick a complete run", folder.path)
+    reason = folder.incomplete()
+    if reason is not None:
+        raise UserError(f"the baseline run was interrupted ({reason}); pick a complete run", folder.path)
     run = folder.run()
     if run["model"] != model:
         raise UserError(f"the baseline run measured model {run['model']!r}, not {model!r}", folder.file(RunFolder.RUN))

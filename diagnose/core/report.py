@@ -354,9 +354,6 @@ class Timelines:
                 "series": [s.to_dict() for s in self.series]}
 
 
-GATE_STATUSES = ("pass", "fail", "inconclusive")
-
-
 @dataclass(frozen=True)
 class GateCheck:
     """One gated statistic (p50, p90 or p99): its change, and whether it breaks the budget (diagnose.gate)."""
