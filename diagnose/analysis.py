@@ -187,6 +187,11 @@ def _reproduce(folder: RunFolder, run: dict) -> tuple[str, ...]:
     return tuple(out)
 
 
+def thresholds(folder: RunFolder) -> stats.Thresholds:
+    """The verdict's bounds: wider when the old side's samples come from a baseline run (not interleaved)."""
+    return stats.Thresholds.for_run(between_runs=bool(folder.run().get("baseline")))
+
+
 def outcome(folder: RunFolder) -> Outcome:
     """Verdict and attribution from samples.parquet and the request evidence alone (no rules, no sections)."""
     samples = folder.samples()
@@ -209,10 +214,11 @@ def outcome(folder: RunFolder) -> Outcome:
     attribution = attribute(crossed, unavailable, seed=seed)
     if identical:
         attribution["note"] = "both versions replayed the same requests: the input effect is zero by design"
-    median = stats.verdict(delta)
+    limits = thresholds(folder)
+    median = stats.verdict(delta, noise_floor_pct=limits.noise_floor_pct, equivalence_pct=limits.equivalence_pct)
     n = min(len(cells[OO]), len(cells[NN]))
-    tail = Tail(stats.tail_verdict(delta, n), median, n, stats.MIN_TAIL_SAMPLES, stats.TAIL_NOISE_FLOOR_PCT,
-                stats.TAIL_EQUIVALENCE_PCT)
+    tail = Tail(stats.tail_verdict(delta, n, limits.tail_noise_floor_pct, limits.tail_equivalence_pct), median, n,
+                stats.MIN_TAIL_SAMPLES, limits.tail_noise_floor_pct, limits.tail_equivalence_pct)
     verdict, kind = stats.overall_verdict(median, tail.verdict, delta)
     return Outcome(verdict, delta, Attribution.from_dict(attribution), cells, tail, kind)
 
@@ -296,13 +302,15 @@ def analyze(run_dir: Path | RunFolder, allow_env_mismatch: bool = False) -> Repo
     result = outcome(folder) if measured(folder) else None
     seed = int(run.get("seed", 0))
     latency = result and Latency(old=Measurement(result.cells[OO]), new=Measurement(result.cells[NN]), delta=result.delta,
-                                 noise_floor_pct=stats.NOISE_FLOOR_PCT, alpha=stats.ALPHA, tail=result.tail)
+                                 noise_floor_pct=thresholds(folder).noise_floor_pct, alpha=stats.ALPHA,
+                                 tail=result.tail)
     warnings += _measurement_warnings(folder, evidence, run, result, samples)
     if run.get("baseline"):
         base = run["baseline"]
         warnings.append(f"the old side's samples come from the baseline run {base['dir']} ({base.get('started_at')}): "
                         "they were not interleaved with the new version's, so a machine that changed between the two "
-                        "runs shows up as a change")
+                        f"runs shows up as a change; a change is called only beyond ±{stats.BETWEEN_RUNS_FLOOR_PCT:g}% "
+                        f"(p50) and ±{stats.BETWEEN_RUNS_TAIL_FLOOR_PCT:g}% (tail)")
 
     cells = _cell_summaries(samples)
     drift = _drift_section(folder, evidence["drift"], samples, seed)
@@ -356,7 +364,8 @@ def analyze(run_dir: Path | RunFolder, allow_env_mismatch: bool = False) -> Repo
         lab_verdict=lab_verdict,
         verdict_source=verdict_source,
         unjudged=tuple(unjudged),
-        gate=gate.evaluate(run.get("gate"), result and result.delta, result.tail.samples if result else 0),
+        gate=gate.evaluate(run.get("gate"), result and result.delta, result.tail.samples if result else 0,
+                           thresholds(folder)),
         timelines=production_timelines(evidence["prometheus"]),
         environment={side: dict(evidence["environment"][side]) for side in SIDES},
         reproduce=_reproduce(folder, run),

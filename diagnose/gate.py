@@ -38,15 +38,17 @@ def _pct(x: float) -> str:
     return f"{x:+.1f}%"
 
 
-def check(metric: str, max_pct: float, delta: stats.Delta, n: int) -> GateCheck:
-    """One statistic against its budget; `n` is the smaller side's sample count."""
+def check(metric: str, max_pct: float, delta: stats.Delta, n: int,
+          limits: stats.Thresholds = stats.Thresholds()) -> GateCheck:
+    """One statistic against its budget; `n` is the smaller side's sample count, `limits` the verdict's floors
+    (wider against a baseline run)."""
     change = float(getattr(delta, f"{metric}_pct"))
     lo, hi = (float(v) for v in getattr(delta, f"{metric}_pct_ci"))
     if metric == "p50":
-        significant = delta.p_value < stats.ALPHA and lo > stats.NOISE_FLOOR_PCT
+        significant = delta.p_value < stats.ALPHA and lo > limits.noise_floor_pct
         settled = True
     else:
-        significant = n >= stats.MIN_TAIL_SAMPLES and lo > stats.TAIL_NOISE_FLOOR_PCT
+        significant = n >= stats.MIN_TAIL_SAMPLES and lo > limits.tail_noise_floor_pct
         settled = n >= stats.MIN_TAIL_SAMPLES
     figure = f"{metric} {_pct(change)} (95% CI {_pct(lo)} .. {_pct(hi)})"
     budget = f"the {_pct(max_pct)} budget"
@@ -67,14 +69,15 @@ def check(metric: str, max_pct: float, delta: stats.Delta, n: int) -> GateCheck:
     return GateCheck(metric, max_pct, round(change, 3), (round(lo, 3), round(hi, 3)), bool(significant), status, message)
 
 
-def evaluate(settings: dict | None, delta: stats.Delta | None, n: int) -> Gate | None:
+def evaluate(settings: dict | None, delta: stats.Delta | None, n: int,
+             limits: stats.Thresholds = stats.Thresholds()) -> Gate | None:
     """The gate of a run: `settings` from run.json's `gate` ({max_regression: {metric: pct}, strict}), else the
     default budgets. None without a benchmark (nothing measured to gate)."""
     if delta is None:
         return None
     budgets = (settings or {}).get("max_regression") or DEFAULT_MAX_REGRESSION
     strict = bool((settings or {}).get("strict"))
-    checks = tuple(check(m, float(budgets[m]), delta, n) for m in METRICS if m in budgets)
+    checks = tuple(check(m, float(budgets[m]), delta, n, limits) for m in METRICS if m in budgets)
     statuses = {c.status for c in checks}
     status = "fail" if "fail" in statuses or (strict and "inconclusive" in statuses) else \
         "inconclusive" if "inconclusive" in statuses else "pass"

@@ -121,7 +121,7 @@ def drift(plan: Plan, folder: RunFolder) -> None:
         record_drift(folder, frames["old"], frames["new"], expected)
 
 
-def verdict_settled(frame: pd.DataFrame) -> bool:
+def verdict_settled(frame: pd.DataFrame, limits: stats.Thresholds = stats.Thresholds()) -> bool:
     """Early-stop check on the samples so far: are the old-vs-new verdicts of the median and of the p99 settled?
     The p99 needs at least `stats.MIN_TAIL_SAMPLES` a side, so a compare never stops on the median alone."""
     old, new = frame[frame["cell"] == OO], frame[frame["cell"] == NN]
@@ -129,7 +129,10 @@ def verdict_settled(frame: pd.DataFrame) -> bool:
         return False
     delta = stats.relative_change(old["latency_ms"].to_numpy(), new["latency_ms"].to_numpy(), n_boot=500,
                                   blocks=(old["round"].to_numpy(), new["round"].to_numpy()))
-    return stats.settled(delta) and stats.tail_settled(delta, min(len(old), len(new)))
+    n = min(len(old), len(new))
+    return (stats.settled(delta, noise_floor_pct=limits.noise_floor_pct, equivalence_pct=limits.equivalence_pct)
+            and stats.tail_settled(delta, n, noise_floor_pct=limits.tail_noise_floor_pct,
+                                   equivalence_pct=limits.tail_equivalence_pct))
 
 
 def benchmark(plan: Plan, folder: RunFolder) -> None:
@@ -155,7 +158,8 @@ def benchmark(plan: Plan, folder: RunFolder) -> None:
     if plan.baseline:
         from diagnose.baseline import settled_against
 
-        settled = settled_against(plan.baseline, verdict_settled)
+        limits = stats.Thresholds.for_run(between_runs=True)
+        settled = settled_against(plan.baseline, lambda frame: verdict_settled(frame, limits))
     cgroup = CgroupSampler(CgroupReader())
     cgroup.start()  # the cgroup this process runs in: was the benchmark itself CPU-throttled?
     host = HostCpuSampler()

@@ -55,6 +55,18 @@ def test_the_tail_needs_samples_and_a_ci_above_its_floor(d, n, status):
     assert check("p99", 5.0, d, n).status == status
 
 
+@pytest.mark.parametrize("metric, d, status", [
+    ("p50", delta(p50=7.9, p50_ci=(5.4, 10.6), p=1.5e-6), "inconclusive"),  # a baseline A/A pair measured in CI
+    ("p50", delta(p50=25.0, p50_ci=(18.0, 31.0), p=1e-9), "fail"),
+    ("p99", delta(p99=12.0, p99_ci=(6.0, 18.0)), "inconclusive"),
+    ("p99", delta(p99=40.0, p99_ci=(22.0, 60.0)), "fail"),
+])
+def test_against_a_baseline_run_only_a_change_beyond_the_drift_between_runs_fails(metric, d, status):
+    between = stats.Thresholds.for_run(between_runs=True)
+    assert check(metric, 5.0, d, 400, between).status == status
+    assert check(metric, 5.0, d, 400).status == "fail"  # the same figures within one interleaved run
+
+
 def test_the_gate_fails_on_any_failing_check_and_strict_fails_inconclusive():
     d = delta(p50=9.0, p50_ci=(-2.0, 20.0), p=0.2, p99=1.0, p99_ci=(-4.0, 4.0))
     settings = {"max_regression": {"p50": 5.0, "p99": 5.0}}
@@ -213,6 +225,7 @@ def test_a_baseline_run_stands_for_the_old_side(failing_ci, tmp_path):
     assert report["old"] == "v2" and report["baseline"]["dir"] == str(baseline)
     assert report["verdict"] != "regression" and report["gate"]["status"] != "fail"
     assert any("baseline run" in w and "not interleaved" in w for w in report["warnings"])
+    assert report["latency"]["noise_floor_pct"] == 10.0 and report["latency"]["tail"]["noise_floor_pct"] == 15.0
     assert report["evidence_sources"]["profile"]["status"] == "unavailable"
     cells = json.loads((out / "evidence" / "benchmark.json").read_text())["cells"]
     assert cells == ["old_model/old_requests", "new_model/new_requests"]

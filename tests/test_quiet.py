@@ -5,6 +5,7 @@ points at is not listed as likely."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import re
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import warnings
 
+import jsonschema
 import pytest
 from conftest import ROOT, run_cli
 
@@ -105,14 +107,15 @@ def test_profile_prints_no_kineto_lines(tiny_registry, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_first_compare_prints_only_the_tools_own_lines(tmp_path):
-    """The embedded registry from scratch (a fresh cache: the MiniLM build, the ONNX export and int8 quantization of
-    the verify stage), the profiler on, report.html's plots drawn: stderr holds the progress bars and nothing from Kineto or the
-    libraries."""
+def test_the_readme_first_compare_from_a_fresh_cache_is_a_preprocessing_regression_told_quietly(tmp_path):
+    """The README's first command (no --model, no --registry: the embedded default textclf v1 -> v2) from scratch: a
+    fresh cache (the MiniLM build, the verify stage's ONNX export and variants), the profiler on, report.html's plots
+    drawn. The diagnosis is the preprocessing change, and stderr holds the progress bars and nothing from Kineto or
+    the libraries."""
     cache = tmp_path / "cache"
     try:
-        result = run_cli("compare", "--old", "v1", "--new", "v2", "--budget", "3", "--verify", "--verify-budget", "2",
-                         "--variants", "ort-all,ort-int8", "--out", str(tmp_path / "run"), cwd=tmp_path, timeout=900,
+        result = run_cli("compare", "--old", "v1", "--new", "v2", "--budget", "12", "--out", str(tmp_path / "run"),
+                         "--json", cwd=tmp_path, timeout=900,
                          env={"DIAGNOSE_CACHE": str(cache), "DIAGNOSE_PROGRESS": "1", "DIAGNOSE_RUN_REPORTS": "json,md,html"})
         assert result.returncode == 0, result.stderr[-3000:]
         lines = _stderr_lines(result.stderr)
@@ -122,6 +125,21 @@ def test_a_first_compare_prints_only_the_tools_own_lines(tmp_path):
         assert "Traceback" not in result.stderr
     finally:
         shutil.rmtree(cache, ignore_errors=True)  # a few hundred MB of model and variants
+    report = json.loads(result.stdout)
+    jsonschema.validate(report, json.loads((ROOT / "diagnose" / "schemas" / "report.schema.json").read_text()))
+    assert (tmp_path / "run" / "report.html").is_file()
+    assert report["model"] == "textclf" and report["verdict"] == "regression", (report["summary"], report["warnings"])
+    assert report["latency"]["delta"]["p50_pct"] > 50
+    assert report["attribution"]["model"]["share"] > 0.8
+    top = report["hypotheses"][0]
+    assert top["cause"] == "preprocessing.change" and top["score"] > 0.7
+    assert any("128]" in line for line in top["evidence"]), top["evidence"]
+    # the verify stage ran (the model side leads) and measured the config fix beside the ONNX Runtime variants
+    fix = report["fix"]
+    rows = {r["name"]: r for r in fix["variants"]}
+    assert {"v2", "v1-preprocess", "ort-all"} <= set(rows), fix
+    assert rows["v1-preprocess"]["accuracy"]["top1_agreement"] == 1.0 and rows["v1-preprocess"]["faster"]
+    assert fix["status"] in ("confirmed", "partial", "none") and fix["verdict"]
 
 
 def test_a_cause_at_score_zero_is_not_listed_as_likely(tmp_path):

@@ -77,15 +77,19 @@ def test_torchscript_module_hierarchy_becomes_a_dotted_path():
 
 
 @needs_shared
-def test_cli_diff_traces_on_every_shared_trace(tmp_path):
+def test_cli_diff_traces_on_every_shared_trace(tmp_path, capsys):
+    """In-process (the subprocess's exit codes and stderr are test_cli_bad_trace_is_one_line_exit_2's)."""
+    from diagnose.cli import main
+
     files = sorted(p for p in TRACES.rglob("*") if p.name.endswith((".json", ".json.gz")))
     assert len(files) >= 12
     for path in files:
-        result = run_cli("diff-traces", str(path), str(path), "--top", "3")
-        assert result.returncode == 0, (path, result.stderr)
-        assert "CPU op self time per step" in result.stdout
-    pair = run_cli("diff-traces", str(TRACES / "hta/trace_compare/base"), str(TRACES / "hta/trace_compare/test"), "--json")
-    assert pair.returncode == 0 and json.loads(pair.stdout)["totals"]["ops_added"]
+        code = main(["diff-traces", str(path), str(path), "--top", "3"])
+        out, err = capsys.readouterr()
+        assert code == 0, (path, err)
+        assert "CPU op self time per step" in out
+    code = main(["diff-traces", str(TRACES / "hta/trace_compare/base"), str(TRACES / "hta/trace_compare/test"), "--json"])
+    assert code == 0 and json.loads(capsys.readouterr().out)["totals"]["ops_added"]
 
 
 @pytest.mark.parametrize("content, needle",

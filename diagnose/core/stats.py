@@ -42,6 +42,7 @@ __all__ = [
     "settled",
     "tail_verdict",
     "tail_settled",
+    "Thresholds",
     "overall_verdict",
     "production_verdict",
     "joint_verdict",
@@ -58,6 +59,31 @@ MIN_SAMPLES = 20  # below this many samples per side, tail quantiles are guesses
 TAIL_NOISE_FLOOR_PCT = 5.0
 TAIL_EQUIVALENCE_PCT = 10.0
 MIN_TAIL_SAMPLES = 200
+# Samples from two runs (a `diagnose ci --baseline`) were not interleaved: whatever else the machine did between the
+# runs shifts one side. An A/A pair measured that way moved the p50 by -6% .. +8% on this project's CI machines, far
+# beyond the within-run floors, so a between-runs comparison calls a change only beyond these wider bounds.
+BETWEEN_RUNS_FLOOR_PCT = 10.0
+BETWEEN_RUNS_EQUIVALENCE_PCT = 10.0
+BETWEEN_RUNS_TAIL_FLOOR_PCT = 15.0
+BETWEEN_RUNS_TAIL_EQUIVALENCE_PCT = 20.0
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The floors and equivalence bounds the verdicts and the CI gate judge a change with."""
+
+    noise_floor_pct: float = NOISE_FLOOR_PCT
+    equivalence_pct: float = EQUIVALENCE_PCT
+    tail_noise_floor_pct: float = TAIL_NOISE_FLOOR_PCT
+    tail_equivalence_pct: float = TAIL_EQUIVALENCE_PCT
+
+    @classmethod
+    def for_run(cls, between_runs: bool) -> "Thresholds":
+        """Within one interleaved run, or between two runs (a baseline's samples against this run's)."""
+        if not between_runs:
+            return cls()
+        return cls(BETWEEN_RUNS_FLOOR_PCT, BETWEEN_RUNS_EQUIVALENCE_PCT, BETWEEN_RUNS_TAIL_FLOOR_PCT,
+                   BETWEEN_RUNS_TAIL_EQUIVALENCE_PCT)
 
 QUANTILES = (0.5, 0.9, 0.99)  # the quantiles reported everywhere (p50, p90, p99)
 
@@ -467,14 +493,15 @@ def tail_verdict(
     return "unsettled"
 
 
-def tail_settled(delta: Delta, n: int, min_samples: int = MIN_TAIL_SAMPLES) -> bool:
+def tail_settled(delta: Delta, n: int, min_samples: int = MIN_TAIL_SAMPLES,
+                 noise_floor_pct: float = TAIL_NOISE_FLOOR_PCT, equivalence_pct: float = TAIL_EQUIVALENCE_PCT) -> bool:
     """Early-stop check of the p99, stricter than `tail_verdict` for the same reason as `settled`: the CI beyond
     twice the tail's noise floor, or inside half its equivalence bounds, with at least `min_samples` a side."""
     lo, hi = delta.p99_pct_ci
     if n < min_samples:
         return False
-    half = TAIL_EQUIVALENCE_PCT / 2.0
-    return lo > 2.0 * TAIL_NOISE_FLOOR_PCT or hi < -2.0 * TAIL_NOISE_FLOOR_PCT or (-half < lo and hi < half)
+    half = equivalence_pct / 2.0
+    return lo > 2.0 * noise_floor_pct or hi < -2.0 * noise_floor_pct or (-half < lo and hi < half)
 
 
 TAIL_DOMINANCE = 4.0  # a p99 change whose CI stays this many times above the median's makes the regression the tail's
