@@ -72,6 +72,11 @@ CI_EXAMPLES = """examples:
 exit codes: 0 within budget (inconclusive passes unless --strict), 1 a significant regression beyond a budget,
   2 an error; $GITHUB_STEP_SUMMARY, when set, gets a Markdown summary (docs/ci.md)
 """
+APP_EXAMPLES = """examples:
+  diagnose app                 # the runs under ./runs, at http://127.0.0.1:8501
+  diagnose app runs/ --port 8600
+  diagnose app runs/ --host 0.0.0.0   # reachable from other machines: the app has no authentication
+"""
 ANALYZE_EXAMPLES = """examples:
   diagnose analyze runs/20261128T101500Z-textclf-v1-vs-v2
   diagnose analyze RUN_DIR --format markdown > incident.md
@@ -347,6 +352,18 @@ def build_parser() -> argparse.ArgumentParser:
                           help="multiply every scenario's benchmark budget (default 1)")
     evaluate.add_argument("--json", action="store_true", help="print the whole result as JSON")
     evaluate.set_defaults(handler=_eval)
+
+    app = commands.add_parser(
+        "app", help="the investigation app in a browser: runs, overview, latency, ops, signals, drift, fix",
+        description="Start the Streamlit investigation app on the run folders under RUNS_DIR (docs/app.md). It binds "
+                    "to 127.0.0.1 unless --host says otherwise; it has no authentication.",
+        epilog=APP_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    app.add_argument("runs_dir", nargs="?", type=Path, default=Path("runs"), metavar="RUNS_DIR",
+                     help="the folder holding run folders (default ./runs; new investigations are written there)")
+    app.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    app.add_argument("--port", type=_count(1), default=8501, help="port (default 8501)")
+    app.set_defaults(handler=_app)
     return parser
 
 
@@ -495,6 +512,12 @@ def _diff_traces(args: argparse.Namespace) -> int:
     sys.stdout.write(diff_command(args.old, args.new, args.top, args.json, iterations=args.iterations, rank=args.rank,
                                   new_iterations=args.new_iterations, new_rank=args.new_rank))
     return EXIT_OK
+
+
+def _app(args: argparse.Namespace) -> int:
+    from diagnose.app_server import serve
+
+    return serve(args.runs_dir, args.host, args.port)
 
 
 def _eval(args: argparse.Namespace) -> int:

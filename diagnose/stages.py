@@ -204,8 +204,10 @@ def profile(plan: Plan, folder: RunFolder) -> None:
     from profilers.profiling import profile_pair
 
     with status("Profiling both versions on the same requests"):
-        folder.write_evidence("profile", profile_pair(folder.profile_dir, plan.loaded, plan.requests["old"],
-                                                      relative_to=folder.path))
+        evidence = profile_pair(folder.profile_dir, plan.loaded, plan.requests["old"], relative_to=folder.path)
+        if "full" in evidence:
+            folder.write_op_diff(evidence.pop("full"))
+        folder.write_evidence("profile", evidence)
 
 
 def verify(plan: Plan, folder: RunFolder) -> None:

@@ -18,7 +18,8 @@ from profilers.runners import LoadedVersion
 def profile_pair(logdir: Path, versions: dict[str, LoadedVersion], requests: pd.DataFrame, relative_to: Path,
                  steps: int = 5) -> dict:
     """Profile old and new on `requests` into `logdir/<side>-<version>/` (a TensorBoard logdir), diff the traces;
-    the evidence names its files relative to `relative_to` (the run folder)."""
+    the evidence names its files relative to `relative_to` (the run folder). When ok, its `full` holds every row of
+    the op tables (a frame, for evidence/op_diff.parquet; the caller takes it out)."""
     from profilers.torchprof import profile_version
     from profilers.tracediff import diff_traces
     from profilers.traces import read_trace
@@ -26,7 +27,7 @@ def profile_pair(logdir: Path, versions: dict[str, LoadedVersion], requests: pd.
     try:
         paths = {side: profile_version(v, requests, logdir, f"{side}-{v.manifest.version}", steps=steps)
                  for side, v in versions.items()}
-        diff = diff_traces(read_trace(paths["old"]), read_trace(paths["new"]))
+        diff = diff_traces(read_trace(paths["old"]), read_trace(paths["new"]), full=True)
         return {"status": "ok", "source": "torch.profiler", "steps": steps,
                 "traces": {side: str(p.relative_to(relative_to)) for side, p in paths.items()},
                 "logdir": str(Path(logdir).relative_to(relative_to)), **diff}

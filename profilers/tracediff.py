@@ -273,7 +273,8 @@ def _aggregate(frame: pd.DataFrame, keys: list[str], steps: int) -> pd.DataFrame
     return grouped / steps
 
 
-def _diff_table(old: pd.DataFrame, new: pd.DataFrame, total_delta_us: float, top: int) -> list[dict]:
+def _diff_frame(old: pd.DataFrame, new: pd.DataFrame, total_delta_us: float) -> pd.DataFrame:
+    """Every row of one diff table, largest |delta_self_us| first, indexed by its key (" | "-joined parts)."""
     joined = old.add_prefix("old_").join(new.add_prefix("new_"), how="outer").fillna(0.0)
     joined["delta_self_us"] = joined["new_self_us"] - joined["old_self_us"]
     joined["delta_total_us"] = joined["new_total_us"] - joined["old_total_us"]
@@ -281,9 +282,16 @@ def _diff_table(old: pd.DataFrame, new: pd.DataFrame, total_delta_us: float, top
     joined["share"] = joined["delta_self_us"] / total_delta_us if abs(total_delta_us) > 1e-9 else 0.0
     joined["status"] = _status(joined["old_calls"], joined["new_calls"], joined["old_self_us"], joined["new_self_us"])
     ranked = joined.reindex(joined["delta_self_us"].abs().sort_values(ascending=False, kind="stable").index)
+    ranked.index = pd.Index([" | ".join(map(str, k)) if isinstance(k, tuple) else str(k) for k in ranked.index],
+                            name="key")
+    return ranked
+
+
+def _rows(frame: pd.DataFrame, top: int) -> list[dict]:
+    """The evidence JSON's rows: the top of a `_diff_frame`, rounded."""
     rows = []
-    for key, row in ranked.head(top).iterrows():
-        entry = {"key": " | ".join(map(str, key)) if isinstance(key, tuple) else str(key)}
+    for key, row in frame.head(top).iterrows():
+        entry = {"key": key}
         for column in ("calls", "self_us", "total_us", "flops"):
             entry[f"old_{column}"] = round(float(row[f"old_{column}"]), 3)
             entry[f"new_{column}"] = round(float(row[f"new_{column}"]), 3)
@@ -292,6 +300,33 @@ def _diff_table(old: pd.DataFrame, new: pd.DataFrame, total_delta_us: float, top
                      status=str(row["status"]))
         rows.append(entry)
     return rows
+
+
+def _diff_table(old: pd.DataFrame, new: pd.DataFrame, total_delta_us: float, top: int) -> list[dict]:
+    return _rows(_diff_frame(old, new, total_delta_us), top)
+
+
+FULL_COLUMNS = ("table", "key", "module", "op", "shape", "old_calls", "new_calls", "old_self_us", "new_self_us",
+                "old_total_us", "new_total_us", "old_flops", "new_flops", "delta_self_us", "delta_total_us", "delta_calls",
+                "share", "status")
+# the parts of each full table's key, in order (the app drills down by module path and input shape)
+KEY_PARTS = {"ops": ("op",), "shapes": ("op", "shape"), "modules": ("module",), "tree": (), "kernels": ("op",),
+             "module_shapes": ("module", "op", "shape")}
+
+
+def full_table(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Every row of every op table in one frame (evidence/op_diff.parquet): `table`, `key`, the key's parts
+    (`module`, `op`, `shape`, empty where the table has no such part), then the diff's columns."""
+    parts = []
+    for name, frame in frames.items():
+        out = frame.reset_index()
+        out.insert(0, "table", name)
+        split = out["key"].str.split(" | ", regex=False, n=len(KEY_PARTS[name]) - 1) if KEY_PARTS[name] else None
+        for i, part in enumerate(("module", "op", "shape")):
+            out[part] = split.str[KEY_PARTS[name].index(part)] if part in KEY_PARTS[name] else ""
+        parts.append(out)
+    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(FULL_COLUMNS))
+    return table[list(FULL_COLUMNS)].astype({"status": str})
 
 
 def _region_aggregate(frame: pd.DataFrame, steps: int) -> pd.DataFrame:
@@ -418,21 +453,24 @@ def _findings(old_ops, new_ops, old_steps, new_steps, tables, total_delta, limit
     return found
 
 
-def diff_traces(old: Trace, new: Trace, top: int = 25) -> dict:
+def diff_traces(old: Trace, new: Trace, top: int = 25, full: bool = False) -> dict:
+    """The diff's totals, findings and top `top` rows of each table; with `full`, also `full`: every row of every
+    op table plus the (module path, op, input shape) drill-down table, as one frame (`full_table`)."""
     old_ops, old_steps = side_table(old)
     new_ops, new_steps = side_table(new)
     old_self = old_ops["self_us"].sum() / old_steps
     new_self = new_ops["self_us"].sum() / new_steps
     total_delta = new_self - old_self
 
-    tables = {
-        "ops": _diff_table(_aggregate(old_ops, ["name"], old_steps), _aggregate(new_ops, ["name"], new_steps), total_delta, top),
-        "shapes": _diff_table(_aggregate(old_ops, ["name", "input_dims"], old_steps),
-                              _aggregate(new_ops, ["name", "input_dims"], new_steps), total_delta, top),
-        "modules": _diff_table(_module_rollup(old_ops, old_steps), _module_rollup(new_ops, new_steps), total_delta, top),
-        "tree": _diff_table(_aggregate(old_ops, ["call_path"], old_steps), _aggregate(new_ops, ["call_path"], new_steps),
-                            total_delta, top),
+    frames = {
+        "ops": _diff_frame(_aggregate(old_ops, ["name"], old_steps), _aggregate(new_ops, ["name"], new_steps), total_delta),
+        "shapes": _diff_frame(_aggregate(old_ops, ["name", "input_dims"], old_steps),
+                              _aggregate(new_ops, ["name", "input_dims"], new_steps), total_delta),
+        "modules": _diff_frame(_module_rollup(old_ops, old_steps), _module_rollup(new_ops, new_steps), total_delta),
+        "tree": _diff_frame(_aggregate(old_ops, ["call_path"], old_steps), _aggregate(new_ops, ["call_path"], new_steps),
+                            total_delta),
     }
+    tables = {name: _rows(frame, top) for name, frame in frames.items()}
     kernels = {}
     for label, trace, steps in (("old", old, old_steps), ("new", new, new_steps)):
         gpu = _in_steps(trace.events[trace.events["cat"] == "kernel"], trace)
@@ -442,7 +480,8 @@ def diff_traces(old: Trace, new: Trace, top: int = 25) -> dict:
         empty = pd.DataFrame(columns=["calls", "self_us", "total_us", "flops"], dtype=float)
         old_k = kernels["old"] if kernels["old"] is not None else empty
         new_k = kernels["new"] if kernels["new"] is not None else empty
-        tables["kernels"] = _diff_table(old_k, new_k, float(new_k["self_us"].sum() - old_k["self_us"].sum()), top)
+        frames["kernels"] = _diff_frame(old_k, new_k, float(new_k["self_us"].sum() - old_k["self_us"].sum()))
+        tables["kernels"] = _rows(frames["kernels"], top)
 
     old_step_us = float((old.steps["end_us"] - old.steps["start_us"]).mean())
     new_step_us = float((new.steps["end_us"] - new.steps["start_us"]).mean())
@@ -479,8 +518,14 @@ def diff_traces(old: Trace, new: Trace, top: int = 25) -> dict:
         "regions_added": _only_in(new_regions, old_regions),
         "regions_deleted": _only_in(old_regions, new_regions),
     }
-    return {"totals": totals, "findings": findings, "tables": tables,
+    diff = {"totals": totals, "findings": findings, "tables": tables,
             "old": {"path": old.path, **_meta(old)}, "new": {"path": new.path, **_meta(new)}}
+    if full:
+        keys = ["module_path", "name", "input_dims"]
+        frames["module_shapes"] = _diff_frame(_aggregate(old_ops, keys, old_steps), _aggregate(new_ops, keys, new_steps),
+                                              total_delta)
+        diff["full"] = full_table(frames)
+    return diff
 
 
 def _only_in(side: pd.DataFrame, other: pd.DataFrame, limit: int = 10) -> list[str]:

@@ -20,8 +20,9 @@ SCHEMA = json.loads((ROOT / "diagnose" / "schemas" / "report.schema.json").read_
 
 
 def compare(registry: Path, out: Path, old="v1", new="v2", *extra: str):
+    """The verify stage is test_verify's and test_optimize_cli's: off here (it would add ~10 s a compare)."""
     return run_cli("compare", "--registry", str(registry), "--model", "mlp", "--old", old, "--new", new,
-                   "--budget", "4", "--out", str(out), *extra)
+                   "--budget", "4", "--no-verify", "--out", str(out), *extra)
 
 
 @pytest.fixture(scope="module")

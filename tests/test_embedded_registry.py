@@ -71,7 +71,7 @@ def test_recsys_larger_ranker_is_a_compute_increase(tmp_path):
 
 def test_local_models_folder_wins_over_embedded(tmp_path, tiny_registry):
     (tmp_path / "models").symlink_to(tiny_registry, target_is_directory=True)
-    result = run_cli("compare", "--old", "v1", "--new", "v2", "--budget", "2", "--out", str(tmp_path / "r"), "--json",
-                     cwd=tmp_path)
+    result = run_cli("compare", "--old", "v1", "--new", "v2", "--budget", "2", "--no-profile", "--no-verify",
+                     "--no-factorial", "--out", str(tmp_path / "r"), "--json", cwd=tmp_path)  # which registry, no more
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["model"] == "mlp"

@@ -52,7 +52,7 @@ def registry(tmp_path: Path, old_model, new_model) -> Path:
 
 def compare(root: Path, tmp_path: Path) -> dict:
     result = run_cli("compare", "--registry", str(root), "--old", "v1", "--new", "v2", "--budget", "4",
-                     "--out", str(tmp_path / "run"), "--json")
+                     "--no-verify", "--out", str(tmp_path / "run"), "--json")  # the variants are test_verify's
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     jsonschema.validate(report, SCHEMA)

@@ -362,7 +362,7 @@ def test_compare_finds_triton_latency_with_no_configuration(om_file, tiny_regist
                    deployment={"namespace": "triton", "selector": "app=model", "deployed_at": DEPLOYED_AT})
     run = tmp_path / "run"
     result = run_cli("compare", "--registry", str(tiny_registry), "--old", "v1", "--new", "v2", "--budget", "1",
-                     "--no-profile", "--signals", str(signals), "--out", str(run), "--json")
+                     "--no-profile", "--no-verify", "--signals", str(signals), "--out", str(run), "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     prom = report["evidence_sources"]["prometheus"]
@@ -384,7 +384,7 @@ def test_manifest_latency_metric_and_the_cli_wins(om_file, tiny_registry, tmp_pa
                    deployment={"namespace": "custom", "selector": "app=model", "deployed_at": DEPLOYED_AT,
                                "latency_metric": "my latency"})
     args = ("compare", "--registry", str(tiny_registry), "--old", "v1", "--new", "v2", "--budget", "1",
-            "--no-profile", "--signals", str(signals))
+            "--no-profile", "--no-verify", "--signals", str(signals))
     bad = run_cli(*args, "--out", str(tmp_path / "bad"))
     assert bad.returncode == 2 and "latency_metric" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
     run = tmp_path / "run"

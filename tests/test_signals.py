@@ -19,7 +19,7 @@ def test_recorded_thermal_throttling_ranks_gpu_clock_throttling(tiny_registry, t
                    deployment={"namespace": "serving", "selector": "app=mlp", "deployed_at": "2026-11-20T10:00:00Z"})
     out = tmp_path / "run"
     result = run_cli("compare", "--registry", str(tiny_registry), "--old", "v1", "--new", "v2", "--budget", "2",
-                     "--no-profile", "--signals", str(signals), "--out", str(out), "--json")
+                     "--no-profile", "--no-verify", "--signals", str(signals), "--out", str(out), "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["evidence_sources"]["gpu"]["status"] == "ok"
@@ -43,7 +43,7 @@ def test_garbage_gpu_csv_is_exit_2_naming_the_file(tiny_registry, tmp_path):
     signals.mkdir()
     (signals / "nvidia-smi.csv").write_text("NVIDIA-SMI has failed because it couldn't communicate with the driver\n")
     result = run_cli("compare", "--registry", str(tiny_registry), "--old", "v1", "--new", "v2", "--budget", "1",
-                     "--no-profile", "--signals", str(signals), "--out", str(tmp_path / "run"))
+                     "--no-profile", "--no-verify", "--signals", str(signals), "--out", str(tmp_path / "run"))
     assert result.returncode == 2, result.stderr
     assert "nvidia-smi.csv" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
@@ -57,7 +57,7 @@ def test_recorded_oom_kills_rank_memory_pressure(tiny_registry, tmp_path):
                                "deployed_at": "2026-11-20T10:00:00Z"})
     out = tmp_path / "run"
     result = run_cli("compare", "--registry", str(tiny_registry), "--old", "v1", "--new", "v2", "--budget", "2",
-                     "--no-profile", "--signals", str(signals), "--out", str(out), "--json")
+                     "--no-profile", "--no-verify", "--signals", str(signals), "--out", str(out), "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["evidence_sources"]["kubernetes"]["status"] == "ok"
@@ -75,7 +75,7 @@ def test_live_kubernetes_without_a_cluster_is_unavailable_with_the_reason(tiny_r
     write_manifest(tiny_registry / "mlp" / "v2", serving={"threads": 1},
                    deployment={"namespace": "serving", "selector": "app=mlp"})
     result = run_cli("compare", "--registry", str(tiny_registry), "--old", "v1", "--new", "v2", "--budget", "1",
-                     "--no-profile", "--out", str(tmp_path / "run"), "--json",
+                     "--no-profile", "--no-verify", "--out", str(tmp_path / "run"), "--json",
                      env={"KUBECONFIG": str(tmp_path / "no-such-kubeconfig"), "KUBERNETES_SERVICE_HOST": ""})
     assert result.returncode == 0, result.stderr
     k8s = json.loads(result.stdout)["evidence_sources"]["kubernetes"]
@@ -90,7 +90,7 @@ def test_recorded_prometheus_throttling_ranks_cpu_throttling(tiny_registry, tmp_
                    deployment={"namespace": "serving", "selector": "app=textclf", "container": "model",
                                "deployed_at": "2026-11-20T10:00:00Z"})
     result = run_cli("compare", "--registry", str(tiny_registry), "--old", "v1", "--new", "v2", "--budget", "2",
-                     "--no-profile", "--signals", str(signals), "--out", str(tmp_path / "run"), "--json")
+                     "--no-profile", "--no-verify", "--signals", str(signals), "--out", str(tmp_path / "run"), "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["evidence_sources"]["prometheus"]["status"] == "ok"
@@ -110,7 +110,8 @@ def test_prometheus_down_is_recorded_not_fatal(tiny_registry, tmp_path):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     result = run_cli("compare", "--registry", str(tiny_registry), "--old", "v1", "--new", "v2", "--budget", "1",
-                     "--no-profile", "--prometheus", f"http://127.0.0.1:{port}", "--out", str(tmp_path / "run"), "--json")
+                     "--no-profile", "--no-verify", "--prometheus", f"http://127.0.0.1:{port}", "--out", str(tmp_path / "run"),
+                     "--json")
     assert result.returncode == 0, result.stderr
     prom = json.loads(result.stdout)["evidence_sources"]["prometheus"]
     assert prom["status"] in ("error", "unavailable") and "refused" in prom["reason"].lower(), prom
@@ -135,7 +136,7 @@ def test_collect_from_a_live_prometheus_then_compare_with_the_saved_signals(tiny
     assert "prometheus: ok" in collected.stdout and "CFS periods after the deploy" in collected.stdout
     assert (signals / "metrics.om").is_file()
     result = run_cli("compare", "--registry", str(tiny_registry), "--old", "v1", "--new", "v2", "--budget", "2",
-                     "--no-profile", "--signals", str(signals), "--out", str(tmp_path / "run"), "--json")
+                     "--no-profile", "--no-verify", "--signals", str(signals), "--out", str(tmp_path / "run"), "--json")
     assert result.returncode == 0, result.stderr
     causes = [h["cause"] for h in json.loads(result.stdout)["hypotheses"]]
     assert "runtime.cpu_throttling" in causes
@@ -152,7 +153,7 @@ def test_recorded_prometheus_finds_the_pods_by_their_labels(tiny_registry, tmp_p
     write_manifest(tiny_registry / "mlp" / "v2", serving={"threads": 1}, deployment=deployment)
     out = tmp_path / "run"
     result = run_cli("compare", "--registry", str(tiny_registry), "--old", "v1", "--new", "v2", "--budget", "1",
-                     "--no-profile", "--signals", str(signals), "--out", str(out), "--json")
+                     "--no-profile", "--no-verify", "--signals", str(signals), "--out", str(out), "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["evidence_sources"]["prometheus"]["status"] == "ok"
@@ -167,7 +168,7 @@ def test_recorded_prometheus_finds_the_pods_by_their_labels(tiny_registry, tmp_p
     write_manifest(tiny_registry / "mlp" / "v2", serving={"threads": 1},
                    deployment={**deployment, "pod_regex": "intent-serving-7d9f8-.*"})
     result = run_cli("compare", "--registry", str(tiny_registry), "--old", "v1", "--new", "v2", "--budget", "1",
-                     "--no-profile", "--signals", str(signals), "--out", str(tmp_path / "run2"), "--json")
+                     "--no-profile", "--no-verify", "--signals", str(signals), "--out", str(tmp_path / "run2"), "--json")
     assert result.returncode == 0, result.stderr
     evidence = json.loads((tmp_path / "run2" / "evidence" / "prometheus.json").read_text())["data"]
     assert evidence["pods_from"] == "pod_regex" and evidence["pods"] == ["intent-serving-7d9f8-abcde",

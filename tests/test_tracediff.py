@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from conftest import SHARED, run_cli
 
@@ -36,6 +37,28 @@ def test_tiny_pair_checked_by_hand():
     # aten::zeros starts before the first step and aten::zero_ after the last: outside every step, not counted
     assert all(r["key"] not in ("aten::zeros", "aten::zero_") for r in ops)
     assert diff["findings"][0].startswith("All2All_Pooled_Req (new op): +0.16 ms/step, 59% of the change")
+
+
+@needs_shared
+def test_the_full_table_keeps_every_row_with_its_key_parts():
+    """What evidence/op_diff.parquet holds: every row of each table (the JSON keeps the top rows), the same figures,
+    and a module x op x shape table whose rows add up to the ops table's."""
+    control = read_trace(TRACES / "hta/trace_diff/control/control.json.gz")
+    test = read_trace(TRACES / "hta/trace_diff/test/test.json.gz")
+    diff = diff_traces(control, test, top=3, full=True)
+    full = diff["full"]
+    ops = full[full["table"] == "ops"]
+    assert len(ops) > 3 and len(diff["tables"]["ops"]) == 3
+    assert ops["key"].head(3).tolist() == [r["key"] for r in diff["tables"]["ops"]]
+    assert ops["delta_self_us"].iloc[0] == pytest.approx(diff["tables"]["ops"][0]["delta_self_us"], abs=1e-3)
+    assert (ops["op"] == ops["key"]).all() and (ops["module"] == "").all()
+    shapes = full[full["table"] == "shapes"]
+    assert (shapes["op"] + " | " + shapes["shape"] == shapes["key"]).all()
+    drill = full[full["table"] == "module_shapes"]
+    assert (drill["module"] + " | " + drill["op"] + " | " + drill["shape"] == drill["key"]).all()
+    by_op = drill.groupby("op")["delta_self_us"].sum()
+    assert np.allclose(by_op.reindex(ops["op"]).to_numpy(float), ops["delta_self_us"].to_numpy(float), atol=1e-3)
+    assert "full" not in diff_traces(control, test, top=3)
 
 
 @needs_shared

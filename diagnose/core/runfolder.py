@@ -119,6 +119,7 @@ class RunFolder:
     SAMPLES = "samples.parquet"
     VARIANT_SAMPLES = "variant_samples.parquet"
     REQUEST_SIZES = "evidence/request_sizes.parquet"
+    OP_DIFF = "evidence/op_diff.parquet"  # every row of the trace diff's op tables (profile.json keeps the top 25)
     PROFILE = "profile"  # <run>/profile/<side>-<version>/<worker>.<ts>.pt.trace.json.gz
     SIGNALS = "signals"
     FIX_JSON, FIX_MD = "fix.json", "fix.md"  # `diagnose optimize` folders
@@ -190,6 +191,10 @@ class RunFolder:
     def write_request_sizes(self, frame) -> None:
         self._cache.pop(self.REQUEST_SIZES, None)
         write_parquet(self.file(self.REQUEST_SIZES), frame)
+
+    def write_op_diff(self, frame) -> None:
+        self._cache.pop(self.OP_DIFF, None)
+        write_parquet(self.file(self.OP_DIFF), frame)
 
     def write(self, name: str, text: str | bytes) -> None:
         """A derived file at the folder's top (report.json, report.md, fix.md, ...)."""
@@ -300,3 +305,8 @@ class RunFolder:
     def request_sizes(self):
         """evidence/request_sizes.parquet, or None when the drift stage did not save it."""
         return self._parquet(self.REQUEST_SIZES, required=False)
+
+    def op_diff(self):
+        """evidence/op_diff.parquet (profilers.tracediff.full_table), or None: no profile, or a folder written before
+        it was kept (its profile.json's top rows are all there is)."""
+        return self._parquet(self.OP_DIFF, required=False)
