@@ -147,6 +147,17 @@ def samples(path: Path) -> pd.DataFrame | None:
     return _samples(str(path), stamp(path))
 
 
+def warm(root: Path) -> None:
+    """Build the newest run's Report into the cache before anyone asks (started in a thread by `diagnose app`): the
+    first page a user opens is usually that run's overview, and its analysis is most of a cold render's server time."""
+    runs = list_runs(root)
+    if runs:
+        try:
+            load_report(root / runs[0].name)
+        except UserError:
+            pass  # the page will say why, in its own words
+
+
 OP_TABLES = ("ops", "shapes", "modules", "module_shapes", "tree", "kernels", "regions")
 
 

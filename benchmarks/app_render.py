@@ -115,7 +115,8 @@ def table_keys(rows: int, rng: np.random.Generator) -> dict[str, list[str]]:
     wanted = rows - sum(len(k) for k in keys.values())
     per_module = -(-wanted // len(modules))  # each (op, shape) once per module: the shapes are a permutation
     keys["module_shapes"] = [f"{m} | {op} | [[1,{s},768],[768]]" for m in modules
-                             for op, s in zip(rng.choice(OPS, per_module), rng.permutation(4096)[:per_module] + 1)][:wanted]
+                             for op, s in zip(rng.choice(OPS, per_module), rng.permutation(4096)[:per_module] + 1,
+                                              strict=True)][:wanted]
     return keys
 
 

@@ -34,8 +34,13 @@ def app_script() -> Path:
 # Streamlit imports the app's script on the first page view; importing the heavy libraries it needs (pandas, scipy,
 # pyarrow, altair: about 2 s) before the server starts moves that cost out of the first render, which measured
 # 7.5-8.1 s cold without it and 3.2-4.5 s with it on a busy 2-core machine (benchmarks/app_render.py).
-PRELOAD = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-           "import diagnose.analysis, altair, pyarrow.parquet, scipy.stats; "
+# The newest run's Report is built meanwhile, in a thread (app.data.warm), into the cache the pages read: the
+# overview a user opens first is then drawn without waiting for its analysis. (This names the app's module as
+# the command names its script; nothing in diagnose/ imports the app.)
+PRELOAD = ("import os, signal, sys, threading; signal.signal(signal.SIGINT, signal.default_int_handler); "
+           "import diagnose.analysis, altair, pyarrow.parquet, scipy.stats; from pathlib import Path; "
+           "import app.data, app.views; "
+           "threading.Thread(target=app.data.warm, args=(Path(os.environ['DIAGNOSE_APP_RUNS']),), daemon=True).start(); "
            "from streamlit.web.cli import main; sys.argv[0] = 'streamlit'; sys.exit(main())")
 
 

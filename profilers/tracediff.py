@@ -322,7 +322,7 @@ def full_table(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
         out = frame.reset_index()
         out.insert(0, "table", name)
         split = out["key"].str.split(" | ", regex=False, n=len(KEY_PARTS[name]) - 1) if KEY_PARTS[name] else None
-        for i, part in enumerate(("module", "op", "shape")):
+        for part in ("module", "op", "shape"):
             out[part] = split.str[KEY_PARTS[name].index(part)] if part in KEY_PARTS[name] else ""
         parts.append(out)
     table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(FULL_COLUMNS))

@@ -138,3 +138,31 @@ def report_runs(tmp_path_factory) -> dict[str, Path]:
     assert result.returncode == 0, result.stderr
     runs["production"] = root / "production"
     return runs
+
+
+APP_PAGES = ("runs", "overview", "latency", "ops", "signals", "drift", "fix", "new")
+
+
+def walk_app_pages(runs: Path, run: str, monkeypatch) -> dict[str, str]:
+    """Open the app (AppTest) on `runs` with `run` picked and click through every page in the sidebar, as a user
+    does; each must render without an exception or an error box. Returns each page's text (Markdown escapes
+    dropped) for the caller's checks."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("DIAGNOSE_APP_RUNS", str(runs))
+    at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=60)
+    at.query_params["page"], at.query_params["run"] = "runs", run
+    at.run()
+    shown = {}
+    for page in APP_PAGES:
+        if page != "runs":
+            title = next(t for t in at.sidebar.radio(key="page").options if t.lower().startswith(page[:3]))
+            at.sidebar.radio(key="page").set_value(title).run()
+        assert not at.exception, (page, [e.value for e in at.exception])
+        assert not at.error, (page, [e.value for e in at.error])
+        assert at.query_params["page"] in (page, [page])
+        parts = [e.value for kind in ("markdown", "text", "caption", "header", "subheader", "code", "info")
+                 for e in getattr(at, kind)]
+        parts += [f"{m.label} {m.value}" for m in at.metric] + [e.label for e in at.expander]
+        shown[page] = "\n".join(str(p) for p in parts).replace("\\", "")
+    return shown

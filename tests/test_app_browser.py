@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import SAVED_RUN
 
 CHROMIUM = Path("/usr/bin/chromium")

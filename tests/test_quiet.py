@@ -16,7 +16,7 @@ import warnings
 
 import jsonschema
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, walk_app_pages
 
 from diagnose.core.quiet import FdCapture, kineto_noise, quiet_libraries
 
@@ -107,7 +107,7 @@ def test_profile_prints_no_kineto_lines(tiny_registry, tmp_path):
 
 
 @pytest.mark.slow
-def test_the_readme_first_compare_from_a_fresh_cache_is_a_preprocessing_regression_told_quietly(tmp_path):
+def test_the_readme_first_compare_from_a_fresh_cache_is_a_preprocessing_regression_told_quietly(tmp_path, monkeypatch):
     """The README's first command (no --model, no --registry: the embedded default textclf v1 -> v2) from scratch: a
     fresh cache (the MiniLM build, the verify stage's ONNX export and variants), the profiler on, report.html's plots
     drawn. The diagnosis is the preprocessing change, and stderr holds the progress bars and nothing from Kineto or
@@ -140,6 +140,11 @@ def test_the_readme_first_compare_from_a_fresh_cache_is_a_preprocessing_regressi
     assert {"v2", "v1-preprocess", "ort-all"} <= set(rows), fix
     assert rows["v1-preprocess"]["accuracy"]["top1_agreement"] == 1.0 and rows["v1-preprocess"]["faster"]
     assert fix["status"] in ("confirmed", "partial", "none") and fix["verdict"]
+    # and `diagnose app` opens on it: every page works on the run the README's first command wrote
+    shown = walk_app_pages(tmp_path, "run", monkeypatch)
+    assert "REGRESSION" in shown["overview"] and "preprocessing.change" in shown["overview"]
+    assert f"**{fix['status'].upper()}**: {fix['verdict']}" in shown["fix"]
+    assert report["profile"]["findings"] and report["profile"]["findings"][0] in shown["ops"]
 
 
 def test_a_cause_at_score_zero_is_not_listed_as_likely(tmp_path):

@@ -116,7 +116,7 @@ def _traces(ctx: Context, profile) -> None:
     st.subheader("Traces")
     run_dir = ctx.root / ctx.run.name
     columns = st.columns(len(profile.traces) or 1)
-    for column, (side, relative) in zip(columns, profile.traces.items()):
+    for column, (side, relative) in zip(columns, profile.traces.items(), strict=False):
         path = run_dir / relative
         if path.is_file():
             # the bytes are read when the button is clicked (a trace can be hundreds of MB), and the click reruns nothing

@@ -39,7 +39,7 @@ def _deltas(report: Report) -> None:
     columns = st.columns(4)
     if report.latency is not None:
         delta, old, new = report.latency.delta, report.latency.old.stats, report.latency.new.stats
-        for column, name in zip(columns, ("p50", "p90", "p99")):
+        for column, name in zip(columns, ("p50", "p90", "p99"), strict=False):
             lo, hi = getattr(delta, f"{name}_pct_ci")
             column.metric(f"lab {name} ({old.n}/{new.n} samples)", f"{getattr(new, f'{name}_ms'):.2f} ms",
                           delta=_pct(getattr(delta, f"{name}_pct")), delta_color="inverse",
