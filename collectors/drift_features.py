@@ -19,15 +19,15 @@ from collectors.drift_profile import Profile
 from collectors.drift_schema import share_text
 from collectors.drift_statistics import (
     DISTANCE_THRESHOLD,
-    QUANTILE_P,
     P_VALUE_METHODS,
     PSI_THRESHOLD,
+    QUANTILE_P,
     categorical_test,
     category_counts,
     method_for,
     numeric_test,
-    sorted_pair,
     significant,
+    sorted_pair,
     top_categories,
     weighted_median,
 )

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from diagnose.attribution import NN, NO, OO, ON
+from diagnose.attribution import NN, NO, ON, OO
 from diagnose.core.errors import UserError
 from diagnose.core.runfolder import RunFolder
 

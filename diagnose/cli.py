@@ -72,6 +72,19 @@ CI_EXAMPLES = """examples:
 exit codes: 0 within budget (inconclusive passes unless --strict), 1 a significant regression beyond a budget,
   2 an error; $GITHUB_STEP_SUMMARY, when set, gets a Markdown summary (docs/ci.md)
 """
+LOADTEST_EXAMPLES = """examples:
+  diagnose loadtest http://127.0.0.1:8080 --protocol torchserve --version v2 --rate 50 --duration 30
+  diagnose loadtest http://triton:8000 --protocol v2 --server-model textclf --version v2 --find-max --slo p99=200ms \\
+      --metrics http://triton:8002/metrics --target-rps 500
+  diagnose loadtest --old http://blue:8080 --new http://green:8080 --protocol torchserve --version v2 --rate 100
+latency is measured from each request's intended send time (open loop, no coordinated omission); docs/loadtest.md
+"""
+SERVE_EXAMPLES = """examples:
+  diagnose serve v1                                       # the default model behind TorchServe on 127.0.0.1:8080
+  diagnose serve v2 --model textclf --port 9080 --batch-size 8 --max-batch-delay 10 --workers 2
+  diagnose loadtest http://127.0.0.1:8080 --protocol torchserve --version v1 --metrics http://127.0.0.1:8082/metrics
+needs Java 11+ (Debian: openjdk-17-jre-headless); inference on PORT, management PORT+1, metrics PORT+2 (docs/serve.md)
+"""
 APP_EXAMPLES = """examples:
   diagnose app                 # the runs under ./runs, at http://127.0.0.1:8501
   diagnose app runs/ --port 8600
@@ -353,6 +366,67 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print the whole result as JSON")
     evaluate.set_defaults(handler=_eval)
 
+    load = commands.add_parser(
+        "loadtest", help="open-loop load on real endpoints: latency under a rate, the highest rate under an SLO, "
+                         "two deployments under one schedule",
+        description="Send a version's logged requests to a serving endpoint at a target rate (open loop, constant "
+                    "or Poisson arrivals), measure latency from each request's intended send time, and save a run "
+                    "folder. --find-max searches the highest rate whose p99 keeps the SLO; --old/--new drive two "
+                    "deployments with the same interleaved arrival schedule and judge them (docs/loadtest.md).",
+        epilog=LOADTEST_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    load.add_argument("url", nargs="?", help="the endpoint's base URL, e.g. http://127.0.0.1:8080")
+    load.add_argument("--old", metavar="URL", help="the old deployment's base URL (with --new: judged side by side)")
+    load.add_argument("--new", metavar="URL", help="the new deployment's base URL")
+    load.add_argument("--protocol", choices=("v2", "torchserve", "tfserving"), default="v2",
+                      help="v2: the Open Inference Protocol over REST (Triton, KServe, MLServer, OVMS); torchserve: "
+                           "/predictions/MODEL; tfserving: /v1/models/MODEL:predict (default v2)")
+    load.add_argument("--server-model", metavar="NAME", help="the model's name on the server (default: the registry's)")
+    load.add_argument("--server-version", metavar="V", help="the model version on the server, when its URL names one")
+    load.add_argument("--version", help="the registry version whose request log is sent, e.g. v2")
+    _add_registry_options(load)
+    load.add_argument("--requests", type=Path, help="a request log (.parquet/.csv) to send instead of a version's")
+    load.add_argument("--rate", type=_positive_float, default=10.0, help="arrivals per second (with --find-max: "
+                      "the first rate tried; default 10)")
+    load.add_argument("--duration", type=_positive_float, default=30.0, help="measured seconds a step (default 30)")
+    load.add_argument("--warmup", type=_positive_float, default=5.0, help="unmeasured seconds first (default 5)")
+    load.add_argument("--window", type=_positive_float, default=5.0,
+                      help="seconds a stability window; a step is stable when its last three agree (default 5)")
+    load.add_argument("--arrival", choices=("constant", "poisson"), default="constant", help="arrival process")
+    load.add_argument("--timeout", type=_positive_float, default=10.0, help="seconds before a request counts as timed out")
+    load.add_argument("--batch-size", type=_count(1), default=1, help="request rows per HTTP request (default 1)")
+    load.add_argument("--seed", type=_count(0), default=0, help="seed of the Poisson arrivals and the bootstrap")
+    load.add_argument("--metrics", metavar="URL", help="the server's Prometheus /metrics, scraped around each step")
+    load.add_argument("--old-metrics", metavar="URL", help="the old deployment's /metrics")
+    load.add_argument("--new-metrics", metavar="URL", help="the new deployment's /metrics")
+    load.add_argument("--find-max", action="store_true", help="search the highest rate that keeps the --slo")
+    load.add_argument("--slo", metavar="p99=200ms", help="the latency objective a step must keep")
+    load.add_argument("--max-steps", type=_count(1), default=10, help="steps of the search at most (default 10)")
+    load.add_argument("--target-rps", type=_positive_float, help="with --find-max: the replicas this rate needs")
+    load.add_argument("--headroom", type=_probability, default=0.3, help="share of a replica kept free (default 0.3)")
+    load.add_argument("--out", type=Path, help="run folder to write (default runs/<timestamp>-loadtest-...)")
+    load.add_argument("--json", action="store_true", help="print evidence/loadtest.json")
+    load.set_defaults(handler=_loadtest)
+
+    serve = commands.add_parser(
+        "serve", help="serve a version behind TorchServe (dynamic batching, Prometheus metrics) until Ctrl-C",
+        description="Serve a registry version behind a real TorchServe on 127.0.0.1, with the version's own "
+                    "preprocessing, TorchServe's dynamic batching and its Prometheus metrics; one line says where, "
+                    "Ctrl-C or SIGTERM stops it (docs/serve.md).",
+        epilog=SERVE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument("version", metavar="VERSION")
+    _add_registry_options(serve)
+    serve.add_argument("--port", type=_count(1), default=8080,
+                       help="inference port; management on PORT+1, metrics on PORT+2 (default 8080)")
+    serve.add_argument("--batch-size", type=_count(1), metavar="N",
+                       help="TorchServe's batch_size: requests one model call takes (default: serving.batch_size)")
+    serve.add_argument("--max-batch-delay", type=_count(0), metavar="MS",
+                       help="TorchServe's max_batch_delay: ms a batch waits to fill (default 10)")
+    serve.add_argument("--workers", type=_count(1), default=1, metavar="N",
+                       help="worker processes, each with its own copy of the model (default 1)")
+    serve.set_defaults(handler=_serve)
+
     app = commands.add_parser(
         "app", help="the investigation app in a browser: runs, overview, latency, ops, signals, drift, fix",
         description="Start the Streamlit investigation app on the run folders under RUNS_DIR (docs/app.md). It binds "
@@ -514,6 +588,21 @@ def _diff_traces(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _loadtest(args: argparse.Namespace) -> int:
+    from diagnose.loadtest import as_json, describe, options_from_args, run_loadtest
+
+    folder, evidence = run_loadtest(options_from_args(args, tuple(sys.argv)))
+    sys.stdout.write(as_json(evidence) if args.json else describe(folder, evidence))
+    return EXIT_OK
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from diagnose.serve import serve_command
+
+    return serve_command(args.version, args.model, args.registry, args.port, args.batch_size, args.max_batch_delay,
+                         args.workers)
+
+
 def _app(args: argparse.Namespace) -> int:
     from diagnose.app_server import serve
 
@@ -548,9 +637,8 @@ def _quiet_library_output() -> None:
 
     if library_output_shown():
         return
-    import warnings
-
     import logging
+    import warnings
 
     # matplotlib (report.html's plots) logs "building the font cache" on a machine's first plot, and a config-folder
     # fallback where $HOME is read-only: warnings through logging's last-resort handler, straight to stderr

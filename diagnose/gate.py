@@ -39,7 +39,7 @@ def _pct(x: float) -> str:
 
 
 def check(metric: str, max_pct: float, delta: stats.Delta, n: int,
-          limits: stats.Thresholds = stats.Thresholds()) -> GateCheck:
+          limits: stats.Thresholds = stats.WITHIN_RUN) -> GateCheck:
     """One statistic against its budget; `n` is the smaller side's sample count, `limits` the verdict's floors
     (wider against a baseline run)."""
     change = float(getattr(delta, f"{metric}_pct"))
@@ -70,7 +70,7 @@ def check(metric: str, max_pct: float, delta: stats.Delta, n: int,
 
 
 def evaluate(settings: dict | None, delta: stats.Delta | None, n: int,
-             limits: stats.Thresholds = stats.Thresholds()) -> Gate | None:
+             limits: stats.Thresholds = stats.WITHIN_RUN) -> Gate | None:
     """The gate of a run: `settings` from run.json's `gate` ({max_regression: {metric: pct}, strict}), else the
     default budgets. None without a benchmark (nothing measured to gate)."""
     if delta is None:

