@@ -18,8 +18,9 @@ from conftest import ROOT, run_cli
 pytestmark = pytest.mark.slow
 
 
-def compare(tmp_path: Path, *args: str) -> dict:
-    result = run_cli("compare", *args, "--budget", "12", "--out", str(tmp_path / "run"), "--json", cwd=tmp_path, timeout=900)
+def compare(tmp_path: Path, *args: str, budget: str = "12") -> dict:
+    result = run_cli("compare", *args, "--budget", budget, "--out", str(tmp_path / "run"), "--json", cwd=tmp_path,
+                     timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
     jsonschema.validate(report, json.loads((ROOT / "diagnose" / "schemas" / "report.schema.json").read_text()))
@@ -51,7 +52,7 @@ def test_imgclf_thread_change_is_a_serving_config_change(tmp_path):
     """Fewer threads is slower on free cores; on a machine whose cores are busy with other work, two threads wait
     on the busiest core and can be far slower than one. Either way the thread change is the cause named, and
     when other work shared the CPU the report says so instead of blaming the model."""
-    report = compare(tmp_path, "--model", "imgclf", "--old", "v1", "--new", "v2", "--no-verify")
+    report = compare(tmp_path, "--model", "imgclf", "--old", "v1", "--new", "v2", "--no-verify", budget="6")
     top = report["hypotheses"][0]
     assert top["cause"] == "serving.config_change" and "threads 2 -> 1" in top["summary"]
     host = json.loads((tmp_path / "run" / "evidence" / "host.json").read_text())
@@ -64,7 +65,7 @@ def test_imgclf_thread_change_is_a_serving_config_change(tmp_path):
 
 
 def test_recsys_larger_ranker_is_a_compute_increase(tmp_path):
-    report = compare(tmp_path, "--model", "recsys", "--old", "v1", "--new", "v2", "--no-verify")
+    report = compare(tmp_path, "--model", "recsys", "--old", "v1", "--new", "v2", "--no-verify", budget="6")
     assert report["verdict"] == "regression"
     assert causes(report)[0] == "model.compute_increase"
 

@@ -108,29 +108,14 @@ def loadtest(registry, out, *args: str):
     return json.loads(result.stdout)
 
 
-def test_one_rate_with_the_servers_split_and_a_run_folder(tiny_registry, tmp_path):
-    with running(service_ms=10, workers=1) as url:
-        evidence = loadtest(tiny_registry, tmp_path / "run", url, "--rate", "30", "--duration", "3",
-                            "--metrics", url + "/metrics")
-    s = evidence["steps"][0]["sides"][""]
-    assert s["errors"] == {} and s["ok"] == s["requests"] >= 80
-    assert 9 <= s["latency_ms"]["p50"] < 60 and s["achieved_rps"] == pytest.approx(30, rel=0.15)
-    assert s["server"]["status"] == "ok" and s["server"]["server"] == "triton"
-    assert s["server"]["parts"]["compute"] == pytest.approx(10, abs=5)
-    assert (tmp_path / "run" / "load_samples.parquet").is_file() and (tmp_path / "run" / "loadtest.md").is_file()
-    assert not (tmp_path / "run" / "INCOMPLETE").exists()
-    refused = run_cli("analyze", str(tmp_path / "run"))
-    assert refused.returncode == 2 and "a `diagnose loadtest` folder" in refused.stderr
-
-
 def test_the_search_finds_the_capacity_of_a_server_with_one_worker(tiny_registry, tmp_path):
-    """One worker at 20 ms a request serves 50 a second at most: from 40 rps the search doubles to 80 (fails: the queue
-    grows without bound), then bisects; the highest rate under a 200 ms p99 lies below 50 and above half of it."""
+    """One worker at 20 ms a request serves 50 a second at most: from 40 rps (kept) the search doubles to 80 (the queue
+    grows without bound), then bisects to 57 (still over capacity): the highest rate under a 200 ms p99 is 40."""
     with running(service_ms=20, workers=1) as url:
         evidence = loadtest(tiny_registry, tmp_path / "run", url, "--rate", "40", "--duration", "3", "--find-max",
-                            "--slo", "p99=200ms", "--max-steps", "4", "--target-rps", "200")
+                            "--slo", "p99=200ms", "--max-steps", "3", "--target-rps", "200")
     found = evidence["find_max"]
-    assert 20 <= found["max_rps"] <= 52, evidence["steps"]
+    assert found["max_rps"] == 40, evidence["steps"]
     assert found["first_failing_rps"] > found["max_rps"]
     assert evidence["capacity"]["replicas"] == pytest.approx(200 / (found["max_rps"] * 0.7), abs=1)
 

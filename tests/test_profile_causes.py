@@ -105,7 +105,7 @@ def test_profiler_failure_degrades_and_says_so(tmp_path, tiny_registry):
 
     out = tmp_path / "run"
     result = run_cli("compare", "--registry", str(tiny_registry), "--old", "v1", "--new", "v2", "--budget", "2",
-                     "--out", str(out), "--no-profile", "--json")
+                     "--out", str(out), "--no-profile", "--no-verify", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["evidence_sources"]["profile"] == {"status": "unavailable", "reason": "stage skipped"}
     versions = {side: load_version(load_manifest(tiny_registry / "mlp" / v / "manifest.yaml"))

@@ -160,3 +160,8 @@ def test_loadtest_against_torchserve_splits_queue_from_the_servers_own_metrics(s
     assert side["server"]["status"] == "ok" and side["server"]["server"] == "torchserve", side["server"]
     assert side["server"]["requests"] >= side["ok"]  # warm-up requests are counted by the server too
     assert 0 < side["server"]["latency_ms"] < side["latency_ms"]["p99"] and "queue" in side["server"]["parts"]
+    run = tmp_path / "run"
+    assert (run / "load_samples.parquet").is_file() and (run / "loadtest.md").is_file()
+    assert not (run / "INCOMPLETE").exists()
+    refused = run_cli("analyze", str(run))
+    assert refused.returncode == 2 and "a `diagnose loadtest` folder" in refused.stderr
