@@ -403,7 +403,7 @@ def test_compare_inside_a_throttled_cgroup_is_seen_as_throttled(make_cgroup, tin
     join = f"echo $$ > {cpu}/cgroup.procs" + (f" && echo $$ > {cpuacct}/cgroup.procs" if cpuacct else "")
     out = tmp_path / "run"
     command = (f"{join} && exec {sys.executable} -m diagnose compare --registry {tiny_registry} --old v1 --new v2 "
-               f"--budget 3 --no-profile --no-verify --out {out} --json")
+               f"--budget 2 --no-profile --no-verify --out {out} --json")
     result = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=300,
                             env={**os.environ, "DIAGNOSE_PROGRESS": "0"})
     assert result.returncode == 0, result.stderr
