@@ -38,6 +38,13 @@ def report_or_stop(ctx: Context) -> Report:
         st.stop()
 
 
+def missing(report: Report, source: str, what: str, hint: str = "") -> None:
+    """A page whose evidence this run lacks: one line saying what is missing and the source's own reason."""
+    status = report.evidence_sources.get(source)
+    reason = f": {md(status.reason)}." if status is not None and status.reason else "."
+    st.info(f"No {what} in this run{reason}" + (f" {hint}" if hint else ""))
+
+
 def heading(report: Report, page: str) -> None:
     st.header(page)
     st.caption(f"{md(report.model)} {md(report.old)} -> {md(report.new)} · "

@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from app.context import Context
-from app.widgets import heading, md, report_or_stop
+from app.widgets import heading, md, missing, report_or_stop
 
 
 def render(ctx: Context) -> None:
@@ -16,8 +16,7 @@ def render(ctx: Context) -> None:
     heading(report, "Drift")
     drift = report.drift
     if drift is None:
-        source = report.evidence_sources.get("drift")
-        st.info("No drift evidence in this run" + (f": {md(source.reason)}" if source is not None and source.reason else "."))
+        missing(report, "drift", "drift evidence")
         return
     if drift.identical:
         st.info("Both versions replayed the same request log: nothing drifted between them.")

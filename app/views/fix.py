@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from app.context import Context
-from app.widgets import heading, md, report_or_stop
+from app.widgets import heading, md, missing, report_or_stop
 
 COLUMNS = ("name", "family", "p50_ms", "p99_ms", "speedup_p50", "speedup_p99", "p50_pct_vs_new", "p50_pct_vs_old",
            "accuracy_drop", "accuracy_ok", "meets_slo", "restores_old", "pareto", "cached", "build_s", "accuracy_note")
@@ -19,10 +19,9 @@ def render(ctx: Context) -> None:
     heading(report, "Fix")
     fix = report.fix
     if fix is None:
-        source = report.evidence_sources.get("verify")
-        st.info("No variants were verified in this run" +
-                (f": {md(source.reason)}" if source is not None and source.reason else ".") +
-                " `diagnose optimize VERSION` or `diagnose compare --verify` builds and times them.")
+        # the verify stage's evidence source is `variants` (diagnose/sources.py)
+        missing(report, "variants", "variants were verified",
+                "`diagnose optimize VERSION` or `diagnose compare --verify` builds and times them.")
         return
     st.markdown(f"**{fix.status.upper()}**: {md(fix.verdict)}")
     variants = pd.DataFrame(list(fix.variants))

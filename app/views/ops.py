@@ -14,7 +14,7 @@ import streamlit as st
 
 from app import data
 from app.context import Context
-from app.widgets import heading, md, paged, report_or_stop
+from app.widgets import heading, md, missing, paged, report_or_stop
 
 TABLE_TITLES = {"ops": "operators", "shapes": "operator x input shape", "modules": "module paths",
                 "module_shapes": "module path x operator x input shape", "tree": "call paths", "kernels": "GPU kernels",
@@ -32,8 +32,7 @@ def render(ctx: Context) -> None:
     run_dir = ctx.root / ctx.run.name
     diff = data.op_diff(run_dir)
     if report.profile is None or diff is None or diff.empty:
-        source = report.evidence_sources.get("profile")
-        st.info("No op-level diff in this run" + (f": {md(source.reason)}" if source is not None and source.reason else "."))
+        missing(report, "profile", "op-level diff")
         return
     for finding in report.profile.findings:
         st.markdown(f"- {md(finding)}")
