@@ -163,7 +163,8 @@ def serve(manifest: Manifest, workdir: Path, port: int = 8080, batch_size: int |
     workers have loaded it. Ports default to `port`, `port + 1`, `port + 2`, as TorchServe's 8080/8081/8082;
     `batch_size` defaults to the manifest's `serving.batch_size`, `max_batch_delay_ms` to 10."""
     check_requirements()
-    ports = Ports(port, management_port or port + 1, metrics_port or port + 2, *free_ports(2))
+    chosen = (port, management_port or port + 1, metrics_port or port + 2)
+    ports = Ports(*chosen, *free_ports(2, avoid=chosen))
     check_ports_free(ports)
     workdir = Path(workdir).resolve()
     check_socket_path(workdir)
@@ -199,13 +200,16 @@ def check_requirements() -> None:
             raise UserError(f"serving needs {package}: pip install 'torchserve>=0.12' 'torch-model-archiver>=0.12'")
 
 
-def free_ports(count: int) -> list[int]:
-    """Ports the OS has free now (held together, so they differ)."""
-    sockets = [socket.socket() for _ in range(count)]
+def free_ports(count: int, avoid: tuple[int, ...] = ()) -> list[int]:
+    """Ports the OS has free now (held together, so they differ), none of them in `avoid`: the OS hands out
+    ephemeral ports in sequence, so the one after a user's `--port` is a likely pick."""
+    sockets: list[socket.socket] = []
     try:
-        for sock in sockets:
+        while sum(s.getsockname()[1] not in avoid for s in sockets) < count:  # held, so each port comes once
+            sock = socket.socket()
+            sockets.append(sock)
             sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
+        return [s.getsockname()[1] for s in sockets if s.getsockname()[1] not in avoid][:count]
     finally:
         for sock in sockets:
             sock.close()

@@ -143,7 +143,8 @@ def test_float64_requests_slow_a_model_that_computes_in_its_input_dtype(tmp_path
 
 @pytest.mark.slow
 def test_a_tail_only_regression_is_detected_and_named(tmp_path):
-    """One call in 50 takes 10 ms more: the median holds, the p99 rises. The verdict is a regression of the tail.
+    """One call in 50 takes 10 ms more: the median holds (or moves the percentile point those calls push it), the
+    p99 rises. The verdict is a regression of the tail.
     (Rarer slow calls would leave the p99 unmoved; more frequent ones move the median too: 4% of samples moved to
     the top shift the median by two percentile points, a real change of 1-3% on a spread-out machine.)"""
     root = tmp_path / "registry"
@@ -153,8 +154,12 @@ def test_a_tail_only_regression_is_detected_and_named(tmp_path):
     report = _compare(root, tmp_path)
     assert report["verdict"] == "regression" and report["regression_kind"] == "tail", report["summary"]
     assert report["latency"]["tail"]["verdict"] == "regression"
-    assert report["latency"]["tail"]["median_verdict"] in ("no_regression", "inconclusive")
-    assert report["latency"]["delta"]["p99_pct_ci"][0] > 5
+    delta = report["latency"]["delta"]
+    assert delta["p99_pct_ci"][0] > 5
+    if report["latency"]["tail"]["median_verdict"] == "regression":
+        # the slow calls push the median up a percentile point, which the 1% floor may call a regression on a
+        # spread-out machine: the kind stays the tail's while the median moved little against the p99
+        assert delta["p50_pct"] < 10 and delta["p99_pct_ci"][0] > 4 * max(delta["p50_pct"], 1), delta
     assert "tail-only regression" in report["summary"]
 
 
