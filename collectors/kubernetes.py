@@ -573,7 +573,7 @@ def _redacted_error(exc: BaseException) -> Evidence:
 
 
 class KubernetesCollector:
-    """Pods, events and ReplicaSets of one deployment, read live (get/list only) -> Evidence.
+    """Pods, events and ReplicaSets of one deployment, read live (list only) -> Evidence.
 
     `api_client`: a `kubernetes.client.ApiClient` to use as is (tests point its Configuration.host at a
     replay server); without one, the kubeconfig (`$KUBECONFIG` or ~/.kube/config, `context` if given) or the
@@ -711,7 +711,7 @@ class KubernetesCollector:
         host = getattr(api_client.configuration, "host", "?")
         what = f'{resource} in namespace "{namespace}"'
         group = API_GROUPS[resource]
-        needs = f"needs get/list on {resource}" + (f' in API group "{group}"' if group else "")
+        needs = f"needs list on {resource}" + (f' in API group "{group}"' if group else "")
         try:
             return call(namespace, **kwargs)
         except ApiException as exc:

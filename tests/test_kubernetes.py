@@ -160,7 +160,7 @@ def test_forbidden_pods_is_an_error_naming_the_permission(make_client):
     with ReplayServer(FIXTURES, mode="forbidden") as server:
         ev = collector(make_client(server.url)).collect()
     assert ev.status == "error"
-    assert ev.reason.startswith('PermissionError: 403 Forbidden: cannot list pods in namespace "serving" (needs get/list '
+    assert ev.reason.startswith('PermissionError: 403 Forbidden: cannot list pods in namespace "serving" (needs list '
                                 'on pods; see docs/signals.md for the minimal Role)')
     assert 'User "system:serviceaccount:default:diag" cannot list resource "pods"' in ev.reason
     assert "\n" not in ev.reason
@@ -169,11 +169,11 @@ def test_forbidden_pods_is_an_error_naming_the_permission(make_client):
 def test_forbidden_events_is_an_error_but_forbidden_replicasets_keeps_the_pods(make_client):
     with ReplayServer(FIXTURES, mode="forbidden", only="events") as server:
         events = collector(make_client(server.url), node_events=False).collect()
-    assert events.status == "error" and "cannot list events in namespace \"serving\" (needs get/list on events" in events.reason
+    assert events.status == "error" and "cannot list events in namespace \"serving\" (needs list on events" in events.reason
     with ReplayServer(FIXTURES, mode="forbidden", only="replicasets") as server:
         rs = collector(make_client(server.url)).collect()
     assert rs.ok and rs.data["oom_kills"] == 2 and rs.data["rollout"] is None
-    assert 'needs get/list on replicasets in API group "apps"' in rs.data["unreadable"]["replicasets"]
+    assert 'needs list on replicasets in API group "apps"' in rs.data["unreadable"]["replicasets"]
     assert any(line.startswith("replicasets not read: 403 Forbidden") for line in rs.summary)
 
 
@@ -198,7 +198,7 @@ def test_unauthorized_is_an_error(make_client):
         ev = collector(make_client(server.url, api_key={"authorization": "Bearer expired"})).collect()
     assert ev.status == "error"
     assert ev.reason.startswith('PermissionError: 401 Unauthorized: cannot list pods in namespace "serving"')
-    assert "needs get/list on pods" in ev.reason
+    assert "needs list on pods" in ev.reason
 
 
 def test_server_error_is_an_error_with_the_reason(make_client):
