@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from diagnose.core.errors import UserError, first_line
+from diagnose.core.feast_logs import rows_by_side
 from diagnose.core.redact import redact_argv
 from diagnose.core.report import Report
 from diagnose.core.requestlog import identical, load_requests
@@ -88,7 +89,8 @@ def plan_compare(opts: CompareOptions):
         manifests = {"old": registry.manifest(model, opts.old), "new": registry.manifest(model, opts.new)}
         paths = {"old": manifests["old"].requests_or(opts.old_requests, "--old-requests"),
                  "new": manifests["new"].requests_or(opts.new_requests, "--new-requests")}
-    requests = {side: load_requests(path) for side, path in paths.items()}
+    rows = rows_by_side(manifests)  # a Feast log folder: each side's rows around the new version's deploy
+    requests = {side: load_requests(path, rows.get(side)) for side, path in paths.items()}
     if opts.signals is not None and not Path(opts.signals).is_dir():
         raise UserError("--signals: folder not found", opts.signals)
     return Plan(opts=opts, registry_label=registry.label, model=model, manifests=manifests, request_paths=paths,

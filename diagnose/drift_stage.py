@@ -38,12 +38,21 @@ def expected_schema(manifest, input_spec: list[dict] | None, columns: list[str])
     return expected
 
 
+def feast_windows(old: pd.DataFrame, new: pd.DataFrame) -> dict:
+    """What each side read of a Feast log folder (its time window, rows in it, rows kept, values not PRESENT), for
+    the drift evidence: a NOT_FOUND spike dropped from the replay is a change in the requests too."""
+    from diagnose.core.requestlog import FEAST
+
+    return {side: frame.attrs[FEAST] for side, frame in (("old", old), ("new", new)) if FEAST in frame.attrs}
+
+
 def record_drift(folder: RunFolder, old: pd.DataFrame, new: pd.DataFrame, expected: dict | None = None) -> dict:
     """The compare's stage: the drift evidence and the request sizes in the run folder; a failure is recorded there."""
     from collectors.drift import drift_report
 
     try:
         report = drift_report(old, new, expected=expected or None)
+        report.update({"feast": windows} if (windows := feast_windows(old, new)) else {})
         save_drift(folder, old, new, report)
     except Exception as exc:  # a failing source is recorded, never a crash
         report = folder.write_evidence("drift", {"status": "error", "reason": f"{type(exc).__name__}: {first_line(exc)}"})
@@ -67,10 +76,11 @@ def drift_command(old_requests: Path | None, new_requests: Path | None, old: str
                   out: Path | None, as_json: bool) -> str:
     """`diagnose drift`: request logs given directly, or taken from two versions' manifests."""
     from collectors.drift import drift_report
+    from diagnose.core.feast_logs import rows_by_side
     from diagnose.core.requestlog import read_requests
     from reports.sections import render_drift
 
-    expected = None
+    expected, rows = None, {}
     if old or new:
         if not (old and new):
             raise UserError("--old and --new go together (or pass --old-requests and --new-requests)")
@@ -81,15 +91,17 @@ def drift_command(old_requests: Path | None, new_requests: Path | None, old: str
         manifests = {"old": reg.manifest(name, old), "new": reg.manifest(name, new)}
         paths = {"old": manifests["old"].requests_or(old_requests, "--old-requests"),
                  "new": manifests["new"].requests_or(new_requests, "--new-requests")}
+        rows = rows_by_side(manifests)  # a Feast log folder: each side's rows around the new version's deploy
     else:
         if old_requests is None or new_requests is None:
             raise UserError("pass --old-requests A --new-requests B, or --old V1 --new V2 to use the manifests' requests")
         paths = {"old": Path(old_requests), "new": Path(new_requests)}
-    frames = {side: read_requests(path) for side, path in paths.items()}
+    frames = {side: read_requests(path, rows.get(side)) for side, path in paths.items()}
     if old or new:
         expected = expected_schema(manifests["new"], None, list(frames["new"].columns)) or None
     report = drift_report(frames["old"], frames["new"], method=method, alpha=alpha, threshold=threshold, expected=expected)
     report["paths"] = {side: str(path) for side, path in paths.items()}
+    report.update({"feast": windows} if (windows := feast_windows(frames["old"], frames["new"])) else {})
     if out is not None:
         folder = RunFolder(make_dir(out))
         save_drift(folder, frames["old"], frames["new"], report)

@@ -95,8 +95,9 @@ def resolve_registry(option: str | None, cwd: Path | None = None) -> Registry:
 
 def version_with_requests(registry: str | None, model: str | None, version: str, requests: Path | None):
     """One version's manifest and request log (the manifest's, or `--requests`): what optimize and profile run on."""
+    from diagnose.core.feast_logs import rows_by_side
     from diagnose.core.requestlog import load_requests
 
     found = resolve_registry(registry)
     manifest = found.manifest(model or found.default_model(), version)
-    return manifest, load_requests(manifest.requests_or(requests, "--requests"))
+    return manifest, load_requests(manifest.requests_or(requests, "--requests"), rows_by_side({"new": manifest})["new"])

@@ -8,7 +8,6 @@ and the compare goes on; a stage whose evidence the verdict needs (load, benchma
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from diagnose.core import stats
 from diagnose.core.errors import UserError
 from diagnose.core.manifest import Manifest
 from diagnose.core.progress import Bar, status
-from diagnose.core.requestlog import describe
+from diagnose.core.requestlog import describe, digest
 from diagnose.core.runfolder import SIDES, RunFolder
 
 
@@ -42,10 +41,6 @@ class Plan:
         return self.baseline.version if self.baseline else self.manifests["old"].version
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def _version_evidence(manifest: Manifest, loaded, requests_path: Path) -> dict:
     return {
         "status": "ok",
@@ -58,7 +53,7 @@ def _version_evidence(manifest: Manifest, loaded, requests_path: Path) -> dict:
         "preprocess": manifest.preprocess,
         "preprocess_sha256": manifest.preprocess_sha256(),
         "requests": str(requests_path),
-        "requests_sha256": _sha256(requests_path),
+        "requests_sha256": digest(requests_path),
         "serving": manifest.to_dict()["serving"],
         "replayed_on": loaded.manifest.serving.device,  # "cpu" for a cuda version on a machine without a GPU
         "slo": dict(manifest.slo),
@@ -108,6 +103,7 @@ def load(plan: Plan, folder: RunFolder) -> None:
 def drift(plan: Plan, folder: RunFolder) -> None:
     """Schema and distribution drift of the two request logs, and each request's size features. The logs are read
     as `diagnose drift` reads them (nulls kept, lists in Arrow), so drift sees one layout from both commands."""
+    from diagnose.core.feast_logs import rows_by_side
     from diagnose.core.requestlog import read_requests
     from diagnose.drift_stage import expected_schema, record_drift
 
@@ -116,7 +112,8 @@ def drift(plan: Plan, folder: RunFolder) -> None:
                                         f"{plan.baseline.versions.get('requests')} is not here (or changed)"})
         return
     with status("Comparing the request logs (schema, drift, request sizes)"):
-        frames = {side: read_requests(path) for side, path in plan.request_paths.items()}
+        rows = rows_by_side(plan.manifests)  # the same rows of a Feast log folder as the replay's
+        frames = {side: read_requests(path, rows.get(side)) for side, path in plan.request_paths.items()}
         expected = expected_schema(plan.manifests["new"], plan.loaded["new"].input_spec, list(frames["new"].columns))
         record_drift(folder, frames["old"], frames["new"], expected)
 

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from diagnose.core.errors import UserError, first_line
+from diagnose.core.feast_logs import FeastOptions, parse_options
 from diagnose.core.times import parse_time
 
 FORMATS = ("torchscript", "exported", "onnx", "python")
@@ -57,6 +58,7 @@ class Manifest:
     slo: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     input_schema: dict[str, Any] = field(default_factory=dict)  # inputs.schema: what the model expects of each column
+    feast: FeastOptions | None = None  # inputs.feast: the columns and rows a Feast log folder gives this version
 
     @property
     def version_dir(self) -> Path:
@@ -108,7 +110,8 @@ class Manifest:
             "version": self.version,
             "format": self.format,
             "artifact": self.artifact,
-            "inputs": {"requests": self.requests, "preprocess": self.preprocess, "schema": self.input_schema or None},
+            "inputs": {"requests": self.requests, "preprocess": self.preprocess, "schema": self.input_schema or None,
+                       "feast": self.feast.to_dict() if self.feast else None},
             "serving": asdict(self.serving),
             "deployment": self.deployment,
             "slo": dict(self.slo),
@@ -306,6 +309,9 @@ def load_manifest(path: Path) -> Manifest:
         _inside(version_dir, module.replace(".", "/") + ".py", path, "inputs.preprocess")
 
     input_schema = _input_schema(inputs.get("schema"), path)
+    feast = parse_options(inputs.get("feast"), path)
+    if feast is not None and requests is not None and (version_dir / requests).is_file():
+        raise UserError(f"reads a Feast log folder, but inputs.requests names the file {requests!r}", path, "inputs.feast")
     serving_raw = _mapping(raw, "serving", path, required=False)
     serving = Serving(
         device=_choice(serving_raw, "device", "cpu", DEVICES, path, "serving.device"),
@@ -331,6 +337,7 @@ def load_manifest(path: Path) -> Manifest:
         slo=slo,
         description=str(raw.get("description") or ""),
         input_schema=input_schema,
+        feast=feast,
     )
     if not manifest.artifact_path.is_file():
         raise UserError(f"artifact not found: {manifest.artifact_path}", path, "artifact")

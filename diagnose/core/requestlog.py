@@ -6,6 +6,7 @@ or a stray string fails with the file, the column and the row, instead of deep i
 
 from __future__ import annotations
 
+import hashlib
 import math
 import numbers
 from pathlib import Path
@@ -15,33 +16,47 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from diagnose.core import feast_logs
 from diagnose.core.errors import UserError, first_line
 
 SUFFIXES = (".parquet", ".pq", ".csv")
 # The frame attribute that says whether the columns carry the client's dtypes: a Parquet log does (a float64
 # column is what the client sent), a CSV log does not (its float64 is only the CSV parser's default).
 LOGGED_DTYPES = "diagnose_logged_dtypes"
+# The frame attribute of a log read from a Feast log folder: what was read (window, rows, values not PRESENT)
+FEAST = "diagnose_feast"
 
 
 def _arrow_lists(arrow_type: pa.DataType):
     return pd.ArrowDtype(arrow_type) if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type) else None
 
 
-def _read_parquet_as_is(path: Path) -> pd.DataFrame:
-    """Parquet without the copies: the file memory-mapped, float columns zero-copy (split_blocks), Arrow
-    buffers freed as they convert (self_destruct), and list columns left Arrow-backed (pd.ArrowDtype): no
-    Python object per cell, and the list analysis reads lengths straight from the offsets. `.to_numpy()` on
-    such a column still gives one ndarray per row (pd.NA for a null)."""
-    table = pq.read_table(path, memory_map=True)  # the decoder reads the page cache directly: no file-sized copy
+def _as_is(table: pa.Table) -> pd.DataFrame:
+    """An Arrow table without the copies: float columns zero-copy (split_blocks), Arrow buffers freed as they convert
+    (self_destruct), and list columns left Arrow-backed (pd.ArrowDtype): no Python object per cell, and the list
+    analysis reads lengths straight from the offsets. `.to_numpy()` on such a column still gives one ndarray per row
+    (pd.NA for a null)."""
     return table.to_pandas(split_blocks=True, self_destruct=True, types_mapper=_arrow_lists)
 
 
-def _read(path: Path, parquet) -> pd.DataFrame:
-    """The one set of file checks: format, presence, a readable file, at least one column and one row."""
+def _read_parquet_as_is(path: Path) -> pd.DataFrame:
+    """Parquet memory-mapped (the decoder reads the page cache directly: no file-sized copy), then `_as_is`."""
+    return _as_is(pq.read_table(path, memory_map=True))
+
+
+def _read(path: Path, parquet, table_to_frame, feast=None) -> pd.DataFrame:
+    """The one set of file checks: format, presence, a readable file, at least one column and one row. A folder is a
+    Feast feature log (`diagnose.core.feast_logs`): the rows and columns `feast` (a FeastRows) chooses of it."""
     path = Path(path)
+    if path.is_dir():
+        table, summary = feast_logs.read_log(path, feast)
+        frame = table_to_frame(table)
+        frame.attrs.update({LOGGED_DTYPES: True, FEAST: summary})
+        return frame
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
-        raise UserError(f"unsupported requests format {path.suffix!r}; use .parquet, .pq or .csv", path)
+        raise UserError(f"unsupported requests format {path.suffix!r}; use .parquet, .pq, .csv or a Feast log folder",
+                        path)
     if not path.is_file():
         raise UserError("requests file not found", path)
     try:
@@ -59,11 +74,19 @@ def _read(path: Path, parquet) -> pd.DataFrame:
     return frame
 
 
-def read_requests(path: Path) -> pd.DataFrame:
+def read_requests(path: Path, feast=None) -> pd.DataFrame:
     """A request log as it is, for drift (in `diagnose drift` and in a compare alike): nulls and odd cells kept,
     since drift reports them as findings; list columns left in Arrow, since at a million rows the read is most of
-    drift's wall time."""
-    return _read(path, _read_parquet_as_is)
+    drift's wall time. `feast`: the rows a Feast log folder gives this side (`feast_logs.rows_by_side`)."""
+    return _read(path, _read_parquet_as_is, _as_is, feast)
+
+
+def digest(path: Path) -> str:
+    """sha256 of a request log: the file's bytes, or a Feast log folder's files (`feast_logs.digest`)."""
+    path = Path(path)
+    if path.is_dir():
+        return feast_logs.digest(path)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _kind(cell) -> str:
@@ -133,11 +156,12 @@ def validate(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
     return frame
 
 
-def load_requests(path: Path) -> pd.DataFrame:
-    """A request log to replay through a model: read with the same checks as `read_requests`, then every cell
-    validated (a null, a NaN or a stray string fails here, naming the column and row, not deep in a model)."""
+def load_requests(path: Path, feast=None) -> pd.DataFrame:
+    """A request log to replay through a model: read with the same checks as `read_requests` (the same rows of a
+    Feast log folder, in the same order), then every cell validated (a null, a NaN or a stray string fails here,
+    naming the column and row, not deep in a model)."""
     path = Path(path)
-    return validate(_read(path, pd.read_parquet), path)
+    return validate(_read(path, pd.read_parquet, pa.Table.to_pandas, feast), path)
 
 
 def describe(frame: pd.DataFrame) -> dict:
