@@ -126,6 +126,7 @@ class RunFolder:
     DRIFT_MD = "drift.md"  # `diagnose drift --out` folders
     LOAD_SAMPLES = "load_samples.parquet"  # `diagnose loadtest` folders: one row per arrival
     LOADTEST_MD = "loadtest.md"
+    GRAFANA = "grafana.json"  # `diagnose grafana RUN_DIR`: the dashboard of the run's series (docs/grafana.md)
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
