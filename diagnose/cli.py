@@ -51,7 +51,7 @@ OPTIMIZE_EXAMPLES = """examples:
   diagnose optimize v2 --variants ort-all,ort-int8,torch-int8 --budget 20
   diagnose optimize v2 --model imgclf --json > fix.json
 variants: torch-eager torch-int8 torch-compile ort-disabled ort-basic ort-extended ort-all
-  ort-transformers ort-int8 ort-int8-static ort-tuned tensorrt-fp16 tensorrt-int8
+  ort-transformers ort-int8 ort-int8-static ort-tuned openvino-fp32 openvino-int8 tensorrt-fp16 tensorrt-int8
 """
 LATENCY_METRIC_HELP = ("latency metric to read before the serving presets (a histogram, summary or <name>_sum/_count "
                        "counters, unit from its suffix); wins over deployment.latency_metric (docs/signals.md)")
@@ -77,11 +77,14 @@ LOADTEST_EXAMPLES = """examples:
   diagnose loadtest http://triton:8000 --protocol v2 --server-model textclf --version v2 --find-max --slo p99=200ms \\
       --metrics http://triton:8002/metrics --target-rps 500
   diagnose loadtest --old http://blue:8080 --new http://green:8080 --protocol torchserve --version v2 --rate 100
+  diagnose loadtest grpc://triton:8001 --protocol grpc-v2 --server-model textclf --version v2 --rate 200
 latency is measured from each request's intended send time (open loop, no coordinated omission); docs/loadtest.md
 """
 SERVE_EXAMPLES = """examples:
   diagnose serve v1                                       # the default model behind TorchServe on 127.0.0.1:8080
   diagnose serve v2 --model textclf --port 9080 --batch-size 8 --max-batch-delay 10 --workers 2
+  diagnose serve v1 --variant ort-all --batch-size 8      # its ONNX Runtime variant, behind the same preprocessing
+  diagnose serve v1 --swap-to v2 --swap-after 20          # v2 replaces v1 under load: loadtest across it
   diagnose loadtest http://127.0.0.1:8080 --protocol torchserve --version v1 --metrics http://127.0.0.1:8082/metrics
 needs Java 11+ (Debian: openjdk-17-jre-headless); inference on PORT, management PORT+1, metrics PORT+2 (docs/serve.md)
 """
@@ -89,6 +92,14 @@ APP_EXAMPLES = """examples:
   diagnose app                 # the runs under ./runs, at http://127.0.0.1:8501
   diagnose app runs/ --port 8600
   diagnose app runs/ --host 0.0.0.0   # reachable from other machines: the app has no authentication
+"""
+GRAFANA_EXAMPLES = """examples:
+  diagnose grafana runs/20261128T101500Z-textclf-v1-vs-v2          # writes grafana.json in the run folder
+  diagnose grafana --version v2 --model textclf --server triton --out textclf-v2.json   # the manifest's deployment
+  diagnose grafana RUN_DIR --server torchserve --out incident.json      # TorchServe's metrics, not the run's
+import the file in Grafana (Dashboards > New > Import); its Prometheus variable picks the data source
+panels from the series the run found (docs/grafana.md); --server: a serving preset of docs/signals.md (triton,
+  torchserve, tfserving, kserve, mlserver, seldon, bentoml, ovms, http, ...)
 """
 ANALYZE_EXAMPLES = """examples:
   diagnose analyze runs/20261128T101500Z-textclf-v1-vs-v2
@@ -375,12 +386,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "deployments with the same interleaved arrival schedule and judge them (docs/loadtest.md).",
         epilog=LOADTEST_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    load.add_argument("url", nargs="?", help="the endpoint's base URL, e.g. http://127.0.0.1:8080")
+    load.add_argument("url", nargs="?", help="the endpoint's base URL, e.g. http://127.0.0.1:8080 (with --protocol "
+                      "grpc-v2 its gRPC address, grpc://HOST:PORT or HOST:PORT)")
     load.add_argument("--old", metavar="URL", help="the old deployment's base URL (with --new: judged side by side)")
     load.add_argument("--new", metavar="URL", help="the new deployment's base URL")
-    load.add_argument("--protocol", choices=("v2", "torchserve", "tfserving"), default="v2",
+    load.add_argument("--protocol", choices=("v2", "torchserve", "tfserving", "grpc-v2"), default="v2",
                       help="v2: the Open Inference Protocol over REST (Triton, KServe, MLServer, OVMS); torchserve: "
-                           "/predictions/MODEL; tfserving: /v1/models/MODEL:predict (default v2)")
+                           "/predictions/MODEL; tfserving: /v1/models/MODEL:predict; grpc-v2: the Open Inference "
+                           "Protocol over gRPC, ModelInfer (default v2)")
     load.add_argument("--server-model", metavar="NAME", help="the model's name on the server (default: the registry's)")
     load.add_argument("--server-version", metavar="V", help="the model version on the server, when its URL names one")
     load.add_argument("--version", help="the registry version whose request log is sent, e.g. v2")
@@ -425,6 +438,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="TorchServe's max_batch_delay: ms a batch waits to fill (default 10)")
     serve.add_argument("--workers", type=_count(1), default=1, metavar="N",
                        help="worker processes, each with its own copy of the model (default 1)")
+    serve.add_argument("--variant", metavar="NAME",
+                       help="serve an optimized variant of the version instead (ort-all, ort-int8, torch-int8, ...: "
+                            "`diagnose optimize` lists them), built from its requests with a dynamic batch size")
+    serve.add_argument("--swap-to", metavar="VERSION",
+                       help="after --swap-after seconds, serve this version of the same model in place of VERSION "
+                            "(loaded beside it, made the default, the old one unloaded): run a loadtest across it")
+    serve.add_argument("--swap-after", type=_positive_float, default=30.0, metavar="S",
+                       help="seconds after the server is ready that --swap-to happens (default 30)")
     serve.set_defaults(handler=_serve)
 
     app = commands.add_parser(
@@ -438,6 +459,26 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     app.add_argument("--port", type=_count(1), default=8501, help="port (default 8501)")
     app.set_defaults(handler=_app)
+
+    grafana = commands.add_parser(
+        "grafana", help="a Grafana dashboard of the series behind a diagnosis (a run folder, or a deployment)",
+        description="Write a dashboard in Grafana's JSON model: the production latency in the serving system's own "
+                    "metric names, queue against compute, CFS throttling, memory against the limit, OOM events and "
+                    "restarts, DCGM clocks and throttle reasons; the deploy and the change point as annotations; "
+                    "namespace, pod and container variables (docs/grafana.md).",
+        epilog=GRAFANA_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    grafana.add_argument("run_dir", nargs="?", type=Path, metavar="RUN_DIR",
+                         help="a run folder: the panels whose series its Prometheus evidence found")
+    grafana.add_argument("--version", help="instead of a run folder: this registry version's manifest deployment")
+    _add_registry_options(grafana)
+    grafana.add_argument("--server", metavar="PRESET",
+                         help="chart this serving preset's latency metrics (default: those the run found)")
+    grafana.add_argument("--latency-metric", metavar="NAME",
+                         help="chart this latency histogram or summary (default: the run's, else deployment.latency_metric)")
+    grafana.add_argument("--out", metavar="FILE", help="where to write it (default: RUN_DIR/grafana.json, or "
+                                                       "grafana-<model>-<version>.json here; - for standard output)")
+    grafana.set_defaults(handler=_grafana)
     return parser
 
 
@@ -600,7 +641,16 @@ def _serve(args: argparse.Namespace) -> int:
     from diagnose.serve import serve_command
 
     return serve_command(args.version, args.model, args.registry, args.port, args.batch_size, args.max_batch_delay,
-                         args.workers)
+                         args.workers, args.variant, args.swap_to, args.swap_after)
+
+
+def _grafana(args: argparse.Namespace) -> int:
+    from diagnose.grafana import grafana_command
+    from diagnose.sources import latency_metric_option
+
+    sys.stdout.write(grafana_command(args.run_dir, args.version, args.model, args.registry, args.server,
+                                     latency_metric_option(args.latency_metric), args.out))
+    return EXIT_OK
 
 
 def _app(args: argparse.Namespace) -> int:

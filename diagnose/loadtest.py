@@ -98,10 +98,16 @@ def options_from_args(args, argv: tuple[str, ...]) -> LoadtestOptions:
     if args.find_max and args.old:
         raise UserError("searches one endpoint's highest rate; compare two at one --rate", key="--find-max")
     for option in ("url", "old", "new", "metrics", "old_metrics", "new_metrics"):
-        value = getattr(args, option)
-        if value and not value.startswith(("http://", "https://")):
-            raise UserError(f"expected an http:// or https:// URL, got {redact_url(value)!r}",
-                            key="URL" if option == "url" else f"--{option.replace('_', '-')}")
+        value, key = getattr(args, option), "URL" if option == "url" else f"--{option.replace('_', '-')}"
+        if value and args.protocol == "grpc-v2" and option in ("url", "old", "new"):
+            from profilers.grpc_v2 import stubs
+            from profilers.protocols import grpc_address
+
+            grpc_address(value, key)  # grpc://HOST:PORT or HOST:PORT, else one line saying so
+            stubs()  # the gRPC package, before any run folder: else one line naming the pip requirement
+        elif value and not value.startswith(("http://", "https://")):
+            hint = " (a gRPC address needs --protocol grpc-v2)" if value.startswith("grpc://") else ""
+            raise UserError(f"expected an http:// or https:// URL, got {redact_url(value)!r}{hint}", key=key)
     if args.version is None and args.requests is None:
         raise UserError("which requests to send: --version V (its request log) or --requests FILE", key="--version")
     if args.version is not None:
@@ -131,7 +137,7 @@ def _targets(opts: LoadtestOptions):
     from profilers.loadgen import Target
     from profilers.protocols import bodies, endpoint
 
-    payloads = tuple(bodies(opts.requests, opts.protocol, opts.batch_size))
+    payloads = tuple(bodies(opts.requests, opts.protocol, opts.batch_size, opts.server_model, opts.server_version))
     if not payloads:
         raise UserError("the request log has no rows to send", opts.requests_source)
     return [Target(e.name, endpoint(e.url, opts.protocol, opts.server_model, opts.server_version), opts.protocol,
@@ -222,13 +228,19 @@ def run_step(opts: LoadtestOptions, rate_rps: float, bar: Bar | None = None, don
 
 def passes(step: dict, slo_p99_ms: float | None) -> tuple[bool, str]:
     """Whether every side kept up at this rate: completed the target rate, few errors, stable windows, p99 under the
-    SLO. A step whose generator was the bottleneck is not judged (the server was not given the load)."""
+    SLO. A step whose generator was the bottleneck is not judged (the server was not given the load), unless the
+    server's own failures (errors, timeouts, bad answers: not the requests the generator dropped) already fail it:
+    those are the story whatever the generator's lag."""
     for name, side in step["sides"].items():
         who = f"{name}: " if name else ""
+        failed = side["requests"] - side["ok"]
+        answered_badly = failed - side.get("errors", {}).get("dropped", 0)
+        if side["requests"] and answered_badly / side["requests"] > MAX_ERROR_SHARE:
+            return False, f"{who}{answered_badly} of {side['requests']} requests failed"
         if side["generator"]["bottleneck"]:
             return False, f"{who}the load generator, not the server, was the bottleneck ({side['generator']['reason']})"
-        if side["requests"] and (side["requests"] - side["ok"]) / side["requests"] > MAX_ERROR_SHARE:
-            return False, f"{who}{side['requests'] - side['ok']} of {side['requests']} requests failed"
+        if side["requests"] and failed / side["requests"] > MAX_ERROR_SHARE:
+            return False, f"{who}{failed} of {side['requests']} requests failed or were dropped"
         if side["achieved_rps"] < PASS_RATE * step["rate_rps"]:
             return False, f"{who}completed {side['achieved_rps']:.1f} of {step['rate_rps']:g} rps"
         if not side["stable"]:
@@ -350,8 +362,30 @@ def findings(step: dict) -> list[dict]:
 
 
 # --- the command -----------------------------------------------------------------------------------------------------
+def check_reachable(endpoint: Endpoint, timeout_s: float) -> None:
+    """One TCP connection to each endpoint before any load: a wrong host or port, or a server that is down, is one
+    line now, not a step of connection errors and an empty run folder."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(endpoint.url if "//" in endpoint.url else "//" + endpoint.url)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:
+        raise UserError(f"{redact_url(endpoint.url)}: {exc}", key="URL") from None
+    host = parts.hostname or "127.0.0.1"
+    try:
+        socket.create_connection((host, port), timeout=min(timeout_s, 5.0)).close()
+    except OSError as exc:
+        side = f"the {endpoint.name} endpoint " if endpoint.name else ""
+        raise UserError(f"{side}{redact_url(endpoint.url)} is unreachable: nothing answers at {host}:{port} "
+                        f"({exc.strerror or type(exc).__name__}); is the server up?", key="URL") from None
+
+
 def run_loadtest(opts: LoadtestOptions) -> tuple[RunFolder, dict]:
     """Run what the options ask, write the run folder, return it with the evidence."""
+    for endpoint in opts.endpoints:
+        check_reachable(endpoint, opts.timeout_s)
     label = "-vs-".join(e.name for e in opts.endpoints) if len(opts.endpoints) > 1 else "endpoint"
     folder = RunFolder.create(opts.out or new_dir(Path("runs"), f"loadtest-{opts.server_model}-{label}"))
     from datetime import datetime, timezone
@@ -397,9 +431,18 @@ def _ms(value) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def standout_windows(windows: list[dict], rise: float = 2.0) -> list[dict]:
+    """The windows a step's summary would hide: those with failed requests, or a p99 over `rise` times the median
+    window's (a version swap, a restart or a stall in the middle of a step)."""
+    p99s = sorted(w["p99_ms"] for w in windows if w.get("p99_ms") is not None)
+    typical = p99s[len(p99s) // 2] if p99s else None
+    return [w for w in windows if w.get("errors") or (typical and w.get("p99_ms") and w["p99_ms"] > rise * typical)]
+
+
 def render_text(evidence: dict) -> str:
     """The terminal summary: each step's figures per side, then the search, the capacity plan, the verdict."""
     lines = []
+    width = evidence["plan"]["window_s"]
     for step in evidence["steps"]:
         mark = "ok  " if step["passes"] else "FAIL"
         lines.append(f"{mark} {step['rate_rps']:8.1f} rps  {step['why']}")
@@ -416,6 +459,9 @@ def render_text(evidence: dict) -> str:
                              + (f" ({parts})" if parts else ""))
             if side["generator"]["bottleneck"]:
                 lines.append(f"              generator: {side['generator']['reason']}")
+            for w in standout_windows(side.get("windows", []))[:6]:
+                lines.append(f"              window {w['start_s']:g}-{w['start_s'] + width:g} s: p99 {_ms(w['p99_ms'])} "
+                             f"ms, {w.get('errors', 0)} failed of {w['requests']}")
     found = evidence.get("find_max")
     if found:
         if found["max_rps"]:

@@ -17,20 +17,26 @@ from diagnose.core.manifest import Manifest
 
 
 def serve_command(version: str, model: str | None, registry: str | None, port: int, batch_size: int | None,
-                  max_batch_delay_ms: int | None, workers: int) -> int:
-    """Resolve the version, start the server, say where it is, wait until Ctrl-C or SIGTERM, stop it (exit 0)."""
+                  max_batch_delay_ms: int | None, workers: int, variant: str | None = None,
+                  swap_to: str | None = None, swap_after_s: float = 30.0) -> int:
+    """Resolve the version, start the server, say where it is, wait until Ctrl-C or SIGTERM, stop it (exit 0).
+    With `swap_to`, that version replaces the first `swap_after_s` seconds after the server is ready, and one line
+    says when each step of the swap ended, to set beside a load test's windows."""
     from diagnose.registry import resolve_registry
     from profilers.serve_torchserve import serve
 
     found = resolve_registry(registry)
     manifest = found.manifest(model or found.default_model(), version)
+    replacement = found.manifest(manifest.name, swap_to) if swap_to else None  # a bad name is refused before start
     workdir = Path(tempfile.mkdtemp(prefix=f"diagnose-serve-{manifest.name}-{manifest.version}-"))
     # a SIGTERM (kill, systemd, docker stop) stops the server as Ctrl-C does: through the `with` below
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        with serve(manifest, workdir, port, batch_size, max_batch_delay_ms, workers) as server:
+        with serve(manifest, workdir, port, batch_size, max_batch_delay_ms, workers, variant=variant) as server:
             print(ready_line(server, manifest, model, registry), flush=True)
             try:
+                if replacement is not None:
+                    swap_later(server, replacement, swap_after_s)
                 code = server.process.wait()
             except KeyboardInterrupt:
                 code = None
@@ -46,10 +52,33 @@ def serve_command(version: str, model: str | None, registry: str | None, port: i
     return 0
 
 
+def swap_later(server, replacement: Manifest, after_s: float) -> None:
+    """Wait `after_s` (or until the server exits), swap, and print one line with the wall-clock times of the swap's
+    steps: a load test's windows around them show what the swap cost in errors and p99."""
+    import subprocess
+    import time
+    from datetime import datetime, timezone
+
+    try:
+        server.process.wait(timeout=after_s)
+        return  # the server ended first: the caller reports it
+    except subprocess.TimeoutExpired:
+        pass
+    started = datetime.now(timezone.utc)
+    steps = server.swap(replacement)
+    ended = started.timestamp() + sum(steps.values())
+    print(f"diagnose serve: swapped {server.model_name} to {replacement.version} at "
+          f"{started.strftime('%H:%M:%S')} UTC: loaded in {steps['load_s']:.1f} s, default from "
+          f"{time.strftime('%H:%M:%S', time.gmtime(started.timestamp() + steps['load_s']))} UTC, the old version "
+          f"unloaded {steps['unload_s']:.1f} s later (done {time.strftime('%H:%M:%S', time.gmtime(ended))} UTC)",
+          flush=True)
+
+
 def ready_line(server, manifest: Manifest, model: str | None, registry: str | None) -> str:
     """One line: what is served where, with what batching, and the load test to run against it."""
     loadtest = loadtest_example(server, manifest, model, registry)
-    return (f"diagnose serve: {manifest.name} {manifest.version} on TorchServe at {server.url} "
+    served = f"{manifest.name} {manifest.version}" + (f" as {server.variant}" if server.variant else "")
+    return (f"diagnose serve: {served} on TorchServe at {server.url} "
             f"(batch_size {server.batch_size}, max_batch_delay {server.max_batch_delay_ms} ms, "
             f"{server.workers} worker{'s' if server.workers > 1 else ''}; started in "
             f"{server.timings['server_start'] + server.timings['model_load']:.1f} s): "

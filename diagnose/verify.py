@@ -1,7 +1,7 @@
 """The verify stage: build optimized variants of a version, measure their accuracy and latency, confirm a fix.
 
 A diagnosis ends with a fix confirmed by measurement. Variants (ONNX Runtime at each optimization level,
-int8 quantization, torch-native quantization and compilation, TensorRT on a GPU) are built by
+int8 quantization, torch-native quantization and compilation, OpenVINO fp32 and NNCF int8, TensorRT on a GPU) are built by
 `profilers.variants`; here each one is checked against the version it came from on the version's own
 requests (Polygraphy-style tolerances, cosine, top-1 agreement), then timed by the same interleaved harness,
 side by side with the version itself and, in a compare, with the old version, so every ratio comes from one
@@ -26,20 +26,8 @@ from diagnose.core.runfolder import RunFolder
 # compare's stage builds the few variants most likely to win; `diagnose optimize` builds them all
 COMPARE_VARIANTS = ("torch-int8", "ort-all", "ort-int8", "tensorrt-fp16")
 ACCURACY_REQUESTS = 64
-SAMPLE_BATCHES = 8
 MIN_COSINE = 0.99  # slo.min_cosine
 MAX_ACCURACY_DROP = 0.01  # slo.max_accuracy_drop: top-1 agreement may fall this far below 100%
-
-
-def _batches(frame: pd.DataFrame, batch_size: int, limit: int) -> list[pd.DataFrame]:
-    rows = min(len(frame), limit * batch_size)
-    return [frame.iloc[i : i + batch_size] for i in range(0, rows - batch_size + 1, batch_size)] or [frame.iloc[:batch_size]]
-
-
-def _spread(frame: pd.DataFrame, count: int) -> pd.DataFrame:
-    """Rows spread evenly over the log: sample inputs of varied sizes, so dynamic axes show up in the export."""
-    picks = np.unique(np.linspace(0, len(frame) - 1, min(count, len(frame))).astype(int))
-    return frame.iloc[picks]
 
 
 def _outputs(version, frames: list[pd.DataFrame]) -> list:
@@ -77,13 +65,16 @@ def measure_variants(folder: RunFolder, base, requests: pd.DataFrame, names: lis
     import torch
 
     from profilers.harness import BenchmarkPlan, Cell, run_benchmark
+    from profilers.variant_samples import batches, calibration_inputs, sample_inputs
     from profilers.variants import build_variants
 
     torch.set_num_threads(base.manifest.serving.threads)
     batch = base.manifest.serving.batch_size
-    sample_inputs = [base.prepare(f) for f in _batches(_spread(requests, SAMPLE_BATCHES * batch), batch, SAMPLE_BATCHES)]
+    samples = sample_inputs(base, requests, batch)
+    calibration = calibration_inputs(base, requests) if names is None or "openvino-int8" in names else None
     with status(f"Building optimized variants of {base.manifest.version}") as say:
-        variants = build_variants(base, sample_inputs, names, cache_dir=cache_dir, on_progress=say)
+        variants = build_variants(base, samples, names, cache_dir=cache_dir, on_progress=say,
+                                  calibration_inputs=calibration)
     entries, candidates = {}, {}
     for variant in variants:
         entries[variant.name] = variant.to_dict()
@@ -95,7 +86,7 @@ def measure_variants(folder: RunFolder, base, requests: pd.DataFrame, names: lis
         candidates[name] = loaded
     from profilers.accuracy import compare_outputs
 
-    frames = _batches(requests, batch, max(1, ACCURACY_REQUESTS // batch))
+    frames = batches(requests, batch, max(1, ACCURACY_REQUESTS // batch))
     with status(f"Checking variants' outputs on {len(frames) * batch} requests"):
         reference = _outputs(base, frames)  # once: every variant is held against the same outputs
         for name in list(candidates):
@@ -133,8 +124,17 @@ def measure_variants(folder: RunFolder, base, requests: pd.DataFrame, names: lis
         "budget_s": budget_s,
         "accuracy_requests": len(frames) * batch,
         "threads": base.manifest.serving.threads,
+        "cpu": _cpu(),
     }
     return folder.write_evidence("variants", evidence)
+
+
+def _cpu() -> str:
+    """The CPU the variants were timed on, for "which runtime wins on this CPU": the answer is the machine's."""
+    from collectors.environment import capture
+
+    machine = capture()
+    return f"{machine['cpu_model']}, {machine['usable_cores']} cores"
 
 
 def _thresholds(slo: dict) -> dict:
@@ -173,6 +173,10 @@ def _runs_as(entry: dict, threads: int | None) -> str:
                           if "spinning" not in k)
         return (f"ORT {details['intra_op_num_threads']}x{details.get('inter_op_num_threads', 1)} threads "
                 f"{details.get('execution_mode', 'sequential')}, {spin}" + (f", {extra}" if extra else ""))
+    if entry["family"] == "openvino" and "inference_num_threads" in details:
+        precision = "int8" if "quantization" in details else details.get("inference_precision", "f32")
+        return (f"OpenVINO {details.get('device', 'CPU')} {details['inference_num_threads']} threads, "
+                f"{details.get('performance_hint', 'LATENCY')} hint, {details.get('num_streams', 1)} stream, {precision}")
     if entry["family"] == "config":
         return details.get("change", "config")
     return f"torch, {threads} threads" if threads else "torch"
@@ -224,6 +228,7 @@ def fix_section(folder: RunFolder, slo: dict, seed: int = 0) -> FixSection | Non
         rows.append(row)
     rows.sort(key=lambda r: (r["p50_ms"], r["name"]))
     _pareto(rows)
+    _openvino_against_onnxruntime(rows, cells, evidence.get("cpu"), seed)
     section = {
         "version": version, "old": old_label, "thresholds": limits, "variants": rows, "not_measured": failed,
         "old_p50_ms": float(np.median(old)) if old is not None else None,
@@ -231,6 +236,44 @@ def fix_section(folder: RunFolder, slo: dict, seed: int = 0) -> FixSection | Non
     }
     section.update(_verdict(rows, limits, version, old_label))
     return FixSection.from_dict(section)
+
+
+def _openvino_against_onnxruntime(rows: list[dict], cells: dict, cpu: str | None, seed: int) -> None:
+    """Which runtime wins on this CPU, per OpenVINO row: `vs_onnxruntime` against the fastest ONNX Runtime variant
+    of the same precision (fp32 against ort-disabled ... ort-tuned, int8 against ort-int8 and ort-int8-static).
+
+    Public comparisons of the two on CPU point both ways, so the table says which won here, measured side by side:
+    OpenVINO's p50 against ONNX Runtime's with a bootstrap CI; a winner only when the CI excludes zero and the change
+    is past the 1% noise floor, else a tie.
+    """
+    where = f"OpenVINO against ONNX Runtime on {cpu or 'this CPU'}"
+    for row in rows:
+        if row["family"] != "openvino":
+            continue
+        precision = "int8" if "int8" in row["name"] else "fp32"
+        peers = [r for r in rows if r["family"] == "onnxruntime" and ("int8" in r["name"]) == (precision == "int8")]
+        if not peers:
+            row["vs_onnxruntime"] = {"against": None, "winner": None, "p50_pct": None, "p50_pct_ci": None,
+                                     "summary": f"{where}: no ONNX Runtime {precision} variant was measured beside {row['name']}"}
+            continue
+        peer = min(peers, key=lambda r: (r["p50_ms"], r["name"]))
+        delta = stats.relative_change(cells[f"{peer['name']}_model/new_requests"], cells[f"{row['name']}_model/new_requests"],
+                                      seed=seed, n_boot=1000)
+        low, high = delta.p50_pct_ci
+        if high < 0 and delta.p50_pct <= -stats.NOISE_FLOOR_PCT:
+            winner, verdict = "openvino", f"OpenVINO wins, {-delta.p50_pct:.1f}% faster"
+        elif low > 0 and delta.p50_pct >= stats.NOISE_FLOOR_PCT:
+            winner, verdict = "onnxruntime", f"ONNX Runtime wins, OpenVINO {delta.p50_pct:.1f}% slower"
+        else:
+            winner, verdict = "tie", "no difference past the noise"
+        caveat = [f"{r['name']} is outside the accuracy limits ({r['accuracy_note']})"
+                  for r in (row, peer) if not r["accuracy_ok"]]
+        row["vs_onnxruntime"] = {
+            "against": peer["name"], "winner": winner, "p50_pct": delta.p50_pct, "p50_pct_ci": [low, high],
+            "summary": (f"{where}: {row['name']} p50 {row['p50_ms']:.2f} ms vs {peer['name']} {peer['p50_ms']:.2f} ms: "
+                        f"{verdict} (OpenVINO {delta.p50_pct:+.1f}% [{low:+.1f}%, {high:+.1f}%] at p50)"
+                        + (f"; {'; '.join(caveat)}" if caveat else "")),
+        }
 
 
 def _verdict(rows: list[dict], limits: dict, version: str, old_label: str | None) -> dict:

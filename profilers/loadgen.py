@@ -23,7 +23,12 @@ on this project's 2-core machine (50 to 2,000 requests/s), without spinning a co
 Outcomes: `ok`; `http_error` (a status outside 2xx); `bad_response` (2xx, but a body the protocol's check
 refuses, or a broken HTTP answer); `timeout` (no full answer in `timeout_s` from the send); `connection_error`
 (refused, reset, unreachable); `dropped` (`max_in_flight` requests of that target were already outstanding: the
-arrival is not sent, so a stalled server cannot make the client queue without bound).
+arrival is not sent, so a stalled server cannot make the client queue without bound); `grpc_error` (a gRPC status
+other than OK, DEADLINE_EXCEEDED and UNAVAILABLE, which are `timeout` and `connection_error`). A sample's `status` is
+the HTTP status code, or the gRPC status code's name ("OK", "INTERNAL"), and empty when no answer came.
+
+gRPC (`grpc-v2`, profilers/grpc_v2.py) runs in the same loop on the same schedule: one `grpc.aio` channel per target
+in place of the aiohttp session, the call's deadline `timeout_s`, the same in-flight cap and time stamps.
 
 Everything statistical is derived from the raw samples afterwards (`LoadResult.summary`).
 """
@@ -46,12 +51,12 @@ from hdrh.histogram import HdrHistogram
 
 from diagnose.core.errors import UserError, first_line
 from diagnose.core.times import utc_now
-from profilers.protocols import PROTOCOLS
+from profilers.protocols import GRPC_V2, PROTOCOLS
 from profilers.protocols import ok as response_ok
 
 ARRIVALS = ("constant", "poisson")
-OUTCOMES = ("ok", "http_error", "timeout", "connection_error", "bad_response", "dropped")
-OK, HTTP_ERROR, TIMEOUT, CONNECTION_ERROR, BAD_RESPONSE, DROPPED = range(len(OUTCOMES))
+OUTCOMES = ("ok", "http_error", "timeout", "connection_error", "bad_response", "dropped", "grpc_error")
+OK, HTTP_ERROR, TIMEOUT, CONNECTION_ERROR, BAD_RESPONSE, DROPPED, GRPC_ERROR = range(len(OUTCOMES))
 QUANTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99_9", 99.9))
 STABLE_WINDOWS = 3  # perf_analyzer: the last three measurement windows ...
 STABLE_SPREAD = 0.10  # ... each within 10% of their mean, in latency and in throughput
@@ -64,7 +69,7 @@ SIGNIFICANT_DIGITS = 3
 @dataclass(frozen=True)
 class Target:
     name: str  # "old" / "new" / "" for a single endpoint
-    url: str  # the full endpoint URL (protocols.endpoint)
+    url: str  # the full endpoint URL (protocols.endpoint); grpc://host:port for gRPC
     protocol: str
     bodies: tuple[bytes, ...] = field(repr=False)
     headers: dict = field(default_factory=dict, repr=False)  # e.g. Authorization: sent, never written nor shown
@@ -73,8 +78,9 @@ class Target:
         object.__setattr__(self, "bodies", tuple(self.bodies))
         if self.protocol not in PROTOCOLS:
             raise UserError(f"unknown protocol {self.protocol!r}; use one of {', '.join(PROTOCOLS)}")
-        if not self.url.startswith(("http://", "https://")):
-            raise UserError(f"endpoint {self.url!r} is not an http:// or https:// URL")
+        schemes = ("grpc://",) if self.protocol == GRPC_V2 else ("http://", "https://")
+        if not self.url.startswith(schemes):
+            raise UserError(f"endpoint {self.url!r} is not a {' or '.join(schemes)} URL, as {self.protocol} needs")
         if not self.bodies:
             raise UserError(f"no request bodies for {self.url}")
 
@@ -155,7 +161,7 @@ class _Run:
         self.intended = self.scheduled + np.tile(offsets, len(times))
         n = len(self.intended)
         self.sent, self.done = np.full(n, np.nan), np.full(n, np.nan)
-        self.status = np.zeros(n, dtype=np.int64)
+        self.status = np.full(n, "", dtype=object)  # the HTTP status code or the gRPC code's name; "" without one
         self.outcome = np.full(n, OK, dtype=np.int8)
         self.error = [""] * n
         self.in_flight = [0] * self.k
@@ -180,9 +186,14 @@ class _Run:
         if self.failure is not None:
             raise self.failure
 
-    def _session(self, target: Target) -> aiohttp.ClientSession:
+    def _session(self, target: Target):
         """One pool per target, as large as its in-flight cap (aiohttp's default of 100 connections would queue
-        requests inside the client). No Accept-Encoding: a server asked for gzip spends its CPU compressing."""
+        requests inside the client). No Accept-Encoding: a server asked for gzip spends its CPU compressing. A gRPC
+        target gets its own channel instead (HTTP/2: every call in flight on one connection)."""
+        if target.protocol == GRPC_V2:
+            from profilers.grpc_v2 import Client
+
+            return Client(target.url.removeprefix("grpc://"), self.plan.timeout_s, target.headers)
         connector = aiohttp.TCPConnector(limit=self.plan.max_in_flight, limit_per_host=0)
         return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=self.plan.timeout_s),
                                      headers={"Content-Type": "application/json", **target.headers},
@@ -195,7 +206,7 @@ class _Run:
             await asyncio.sleep(1.0)
             self.progress(min(1.0, max(0.0, loop.time() - self.start) / total))
 
-    async def _tick(self, sessions: list[aiohttp.ClientSession]) -> None:
+    async def _tick(self, sessions: list) -> None:
         """Launch each arrival at its time. Behind schedule, launch at once but yield after each, so the launched
         requests go out (their lag is then measured, not hidden in a burst)."""
         loop = asyncio.get_running_loop()
@@ -203,7 +214,7 @@ class _Run:
             await asyncio.sleep(max(0.0, self.start + self.intended[r] - loop.time()))
             self._launch(r, sessions[r % self.k])
 
-    def _launch(self, r: int, session: aiohttp.ClientSession) -> None:
+    def _launch(self, r: int, session) -> None:
         j = r % self.k
         if self.in_flight[j] >= self.plan.max_in_flight:
             self.outcome[r] = DROPPED
@@ -228,6 +239,9 @@ class _Run:
         body = target.bodies[(r // self.k) % len(target.bodies)]
         loop = asyncio.get_running_loop()
         self.sent[r] = loop.time() - self.start
+        if target.protocol == GRPC_V2:
+            await self._send_grpc(r, session, body)
+            return
         try:
             async with session.post(target.url, data=body) as response:
                 payload = await response.read()
@@ -243,11 +257,25 @@ class _Run:
         finally:
             self.done[r] = loop.time() - self.start
             self.in_flight[r % self.k] -= 1
-        self.status[r] = response.status
+        self.status[r] = str(response.status)
         reason = response_ok(response.status, payload, target.protocol)
         if reason is not None:
             self.outcome[r] = HTTP_ERROR if not 200 <= response.status < 300 else BAD_RESPONSE
             self.error[r] = reason
+
+    async def _send_grpc(self, r: int, client, body: bytes) -> None:
+        """One ModelInfer call on the target's channel (profilers/grpc_v2.py): done is stamped when the answer or
+        the status is in, before the response is parsed; the status code's name is the sample's status."""
+        from profilers.grpc_v2 import outcome
+
+        loop = asyncio.get_running_loop()
+        try:
+            code, answer = await client.infer(body)
+        finally:
+            self.done[r] = loop.time() - self.start
+            self.in_flight[r % self.k] -= 1
+        result, reason = outcome(code, answer, self.plan.timeout_s)
+        self.status[r], self.outcome[r], self.error[r] = code, OUTCOMES.index(result), reason
 
     def samples(self) -> pd.DataFrame:
         names = np.array([t.name for t in self.targets], dtype=object)
@@ -328,7 +356,7 @@ class LoadResult:
             "measured_s": self.plan.duration_s, "requests": int(len(measured)), "ok": int(len(good)),
             "achieved_rps": self._completions(rows, 0.0, self.plan.duration_s) / self.plan.duration_s,
             "errors": _counts(errors["outcome"]),
-            "statuses": _counts(measured.loc[measured["status"] > 0, "status"]),
+            "statuses": _counts(measured.loc[measured["status"] != "", "status"]),
             "error_examples": errors.drop_duplicates("outcome").set_index("outcome")["error"].to_dict(),
             "latency_ms": quantiles(good["latency_ms"]), "service_ms": quantiles(good["service_ms"]),
             "windows": windows, "stable": stable, "unstable_reason": why,
@@ -350,7 +378,8 @@ class LoadResult:
     def windows(self, rows: pd.DataFrame) -> list[dict]:
         """The measured part cut into `window_s` windows (one shorter window when the run is shorter; a tail shorter
         than a window belongs to none): arrivals and the p99 of their ok latencies by intended time, and the
-        rate of ok answers received in the window (the server's throughput, which an overload caps)."""
+        rate of ok answers received in the window (the server's throughput, which an overload caps), and the
+        arrivals that failed (what a window with a swap or a restart in it shows)."""
         width = min(self.plan.window_s, self.plan.duration_s)
         count = max(1, int(self.plan.duration_s / width + 1e-9))
         offset = rows["intended_s"] - self.plan.warmup_s
@@ -361,7 +390,7 @@ class LoadResult:
             q = quantiles(inside.loc[inside["outcome"] == "ok", "latency_ms"])
             out.append({"start_s": start, "requests": int(len(inside)),
                         "achieved_rps": self._completions(rows, start, end) / width, "p50_ms": q["p50"],
-                        "p99_ms": q["p99"]})
+                        "p99_ms": q["p99"], "errors": int((inside["outcome"] != "ok").sum())})
         return out
 
     def generator(self, measured: pd.DataFrame) -> dict:

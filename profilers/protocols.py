@@ -10,6 +10,10 @@ Three REST protocols cover the servers in use:
 - `tfserving`: `POST {base}/v1/models/{model}[/versions/{version}]:predict` with `{"instances": [{column: value}]}`
   (TF Serving's row format).
 
+And one over gRPC, `grpc-v2`: the same protocol's `inference.GRPCInferenceService/ModelInfer` at `grpc://host:port`
+(or a bare `host:port`), the model and version named inside each ModelInferRequest, the tensors those of the `v2`
+body (same names, shapes and datatypes) carried as raw contents (profilers/grpc_v2.py).
+
 Bodies are built from a version's request log, the same rows the compare replays, and keep the dtypes the client
 logged: a client that sends float64 features costs the server more than float32, so a load test that cast them
 would measure another workload. v2 says the dtype outright (FP32, FP64, INT64, BYTES for text, ...); the other two
@@ -19,23 +23,26 @@ them (`profilers.runners.collate`). List cells become tensors with their shape; 
 with zeros to the longest, as the replay pads it. Every v2 tensor has a leading batch dimension (`[1, 32]` for one
 request of 32 features), as the replay feeds the model and as Triton expects of a model that batches.
 
-Bodies are serialized once, before the load starts: the generator only sends bytes, so JSON encoding never adds
-to the send lag it measures.
+Bodies are serialized once, before the load starts: the generator only sends bytes, so JSON (or protobuf) encoding
+never adds to the send lag it measures.
 """
 
 from __future__ import annotations
 
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import numpy as np
 import orjson
 import pandas as pd
 
 from diagnose.core.errors import UserError
+from diagnose.core.redact import redact_url
 from diagnose.core.requestlog import LOGGED_DTYPES
 from profilers.runners import _pad_stack, _to_dense
 
-PROTOCOLS = ("v2", "torchserve", "tfserving")
+GRPC_V2 = "grpc-v2"
+PROTOCOLS = ("v2", "torchserve", "tfserving", GRPC_V2)
+GRPC_PORTS = "Triton's is 8001, KServe's and MLServer's 8081, OVMS's 9000"
 
 V2_DATATYPES = {"bool": "BOOL", "uint8": "UINT8", "uint16": "UINT16", "uint32": "UINT32", "uint64": "UINT64",
                 "int8": "INT8", "int16": "INT16", "int32": "INT32", "int64": "INT64", "float16": "FP16",
@@ -48,9 +55,35 @@ def _check(protocol: str) -> None:
         raise UserError(f"unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
 
 
+def grpc_address(url: str, key: str | None = None) -> str:
+    """The gRPC server address `host:port` from `grpc://host:port` or a bare `host:port` (what grpcurl and Triton's
+    clients take); anything else, an http:// URL above all, is one error naming the form. No default port: the
+    servers' gRPC ports differ."""
+    text = url.strip()
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "grpc", text
+    if scheme.lower() in ("http", "https"):
+        raise UserError(f"--protocol grpc-v2 takes the server's gRPC address, grpc://HOST:PORT ({GRPC_PORTS}), not "
+                        f"the {scheme} URL {redact_url(text)!r}; for the REST route use --protocol v2", key=key)
+    try:
+        parts = urlsplit(f"grpc://{rest}")
+        port = parts.port
+    except ValueError:
+        port = None
+    if (scheme.lower() != "grpc" or not parts.hostname or port is None or parts.username is not None
+            or parts.path.strip("/") or parts.query or parts.fragment):
+        raise UserError(f"expected a gRPC address grpc://HOST:PORT or HOST:PORT ({GRPC_PORTS}); got {redact_url(text)!r}",
+                        key=key)
+    return parts.netloc
+
+
 def endpoint(base_url: str, protocol: str, model: str, version: str | None = None) -> str:
-    """The inference URL of `model` (and `version`) on a server at `base_url`, in `protocol`'s route."""
+    """The inference URL of `model` (and `version`) on a server at `base_url`, in `protocol`'s route. For gRPC the
+    channel's address, `grpc://host:port`: the model and version travel in each request message."""
     _check(protocol)
+    if protocol == GRPC_V2:
+        return f"grpc://{grpc_address(base_url)}"
     base, name = base_url.rstrip("/"), quote(model, safe="")
     tail = quote(version, safe="") if version else None
     if protocol == "v2":
@@ -104,7 +137,13 @@ def _row(names: list[str], columns: list, i: int) -> dict:
     return {name: column[i] for name, column in zip(names, columns, strict=True)}
 
 
-def _body(protocol: str, names: list[str], columns: list, rows: np.ndarray) -> bytes:
+def _body(protocol: str, names: list[str], columns: list, rows: np.ndarray, model: str | None,
+          version: str | None) -> bytes:
+    if protocol == GRPC_V2:
+        from profilers.grpc_v2 import request_bytes
+
+        inputs = [_v2_input(name, column, rows) for name, column in zip(names, columns, strict=True)]
+        return request_bytes(inputs, model, version)
     if protocol == "v2":
         payload = {"inputs": [_v2_input(name, column, rows) for name, column in zip(names, columns, strict=True)]}
     elif protocol == "torchserve":
@@ -124,15 +163,19 @@ def batches(rows: int, batch_size: int) -> list[np.ndarray]:
     return [np.arange(k * size, (k + 1) * size) % rows for k in range(count)]
 
 
-def bodies(requests: pd.DataFrame, protocol: str, batch_size: int = 1) -> list[bytes]:
-    """One JSON body per request row (per batch of `batch_size` rows), in the log's order. See the module doc."""
+def bodies(requests: pd.DataFrame, protocol: str, batch_size: int = 1, model: str | None = None,
+           version: str | None = None) -> list[bytes]:
+    """One JSON body per request row (per batch of `batch_size` rows), in the log's order; for gRPC a serialized
+    ModelInferRequest, which names `model` and `version` (the REST routes name them in the URL). See the module doc."""
     _check(protocol)
+    if protocol == GRPC_V2 and not model:
+        raise UserError("a gRPC v2 request names its model: give the model's name on the server")
     if requests.shape[0] == 0 or requests.shape[1] == 0:
         raise UserError("the request log holds no requests to build bodies from")
     logged = requests.attrs.get(LOGGED_DTYPES, True)
     names = [str(c) for c in requests.columns]
     columns = [_column(requests[c], logged) for c in requests.columns]
-    return [_body(protocol, names, columns, rows) for rows in batches(len(requests), batch_size)]
+    return [_body(protocol, names, columns, rows, model, version) for rows in batches(len(requests), batch_size)]
 
 
 def _reason(text: str, limit: int = 80) -> str:

@@ -94,6 +94,7 @@ class Server:
     batch_size: int
     max_batch_delay_ms: int
     workers: int
+    variant: str | None = None  # an optimized variant of the version (profilers.variants) served instead of it
     timings: dict[str, float] = field(default_factory=dict)  # seconds: server_start, model_load
 
     @property
@@ -141,6 +142,27 @@ class Server:
             pass
         _signal_group(self.process, signal.SIGTERM)
 
+    def swap(self, manifest: Manifest) -> dict[str, float]:
+        """Serve `manifest`'s version (the same model, another version) in place of the current one, as a rolling
+        update of one server does: register it beside the old one and wait until its workers loaded it, make it the
+        default (`/predictions/{model}` answers with it from then on), then unregister the old one. Requests keep
+        being answered throughout; a load test running across the swap shows what it cost. Returns the seconds
+        each step took: load, switch, unload."""
+        if manifest.name != self.model_name:
+            raise UserError(f"a swap replaces a version of {self.model_name}, not {manifest.name}", manifest.path)
+        old, started = self.version, time.monotonic()
+        # an archive of its own name: TorchServe unpacks an archive by its file name, so a second `<model>.mar`
+        # would be read as the first; registered under the model's name all the same
+        archive = build_archive(manifest, self.workdir, {"manifest": str(manifest.path.resolve())},
+                                f"{self.model_name}-{manifest.version}")
+        register(self, archive.name, manifest.version)
+        loaded = time.monotonic()
+        _management(self, f"models/{self.model_name}/{urllib.parse.quote(manifest.version)}/set-default", "PUT")
+        self.version = manifest.version
+        switched = time.monotonic()
+        _management(self, f"models/{self.model_name}/{urllib.parse.quote(old)}", "DELETE")
+        return {"load_s": loaded - started, "switch_s": switched - loaded, "unload_s": time.monotonic() - switched}
+
     def __enter__(self) -> Server:
         return self
 
@@ -158,11 +180,15 @@ def _signal_group(process: subprocess.Popen, sig: int) -> None:
 
 def serve(manifest: Manifest, workdir: Path, port: int = 8080, batch_size: int | None = None,
           max_batch_delay_ms: int | None = None, workers: int = 1,
-          management_port: int | None = None, metrics_port: int | None = None) -> Server:
+          management_port: int | None = None, metrics_port: int | None = None,
+          variant: str | None = None, cache_dir: Path | None = None) -> Server:
     """Start TorchServe on 127.0.0.1 serving `manifest`'s version as model `manifest.name`, and return once its
     workers have loaded it. Ports default to `port`, `port + 1`, `port + 2`, as TorchServe's 8080/8081/8082;
-    `batch_size` defaults to the manifest's `serving.batch_size`, `max_batch_delay_ms` to 10."""
+    `batch_size` defaults to the manifest's `serving.batch_size`, `max_batch_delay_ms` to 10. `variant` serves
+    that optimized variant of the version (an ONNX Runtime session, say) behind the same preprocessing: built
+    here first, so a variant that does not build is one line before any server starts."""
     check_requirements()
+    batch_size = batch_size or manifest.serving.batch_size
     chosen = (port, management_port or port + 1, metrics_port or port + 2)
     ports = Ports(*chosen, *free_ports(2, avoid=chosen))
     check_ports_free(ports)
@@ -170,12 +196,16 @@ def serve(manifest: Manifest, workdir: Path, port: int = 8080, batch_size: int |
     check_socket_path(workdir)
     for sub in ("model-store", "logs", "tmp"):
         (workdir / sub).mkdir(parents=True, exist_ok=True)
-    build_archive(manifest, workdir)
+    settings = {"manifest": str(manifest.path.resolve())}
+    if variant:
+        cache = Path(cache_dir or default_cache_dir()).resolve()
+        build_served_variant(manifest, variant, batch_size, cache)
+        settings.update(variant=variant, max_batch=batch_size, cache_dir=str(cache))
+    build_archive(manifest, workdir, settings)
     started = time.monotonic()
     process = start_torchserve(workdir, ports)
     delay = DEFAULT_MAX_BATCH_DELAY_MS if max_batch_delay_ms is None else max_batch_delay_ms
-    server = Server(process, ports, manifest.name, manifest.version, workdir,
-                    batch_size or manifest.serving.batch_size, delay, workers)
+    server = Server(process, ports, manifest.name, manifest.version, workdir, batch_size, delay, workers, variant)
     try:
         wait_ready(server)
         server.timings["server_start"] = time.monotonic() - started
@@ -185,6 +215,38 @@ def serve(manifest: Manifest, workdir: Path, port: int = 8080, batch_size: int |
         server.stop()
         raise
     return server
+
+
+def default_cache_dir() -> Path:
+    from profilers.variants import default_cache_dir as variants_cache
+
+    return variants_cache()
+
+
+def build_served_variant(manifest: Manifest, name: str, max_batch: int, cache_dir: Path, version=None):
+    """The variant `name` of the version as the server's workers will run it: built on batches of 1 to `max_batch`
+    of the version's own requests (`variant_samples.serving_samples`), so its batch dimension is dynamic, and
+    cached by content hash; the workers build it from the same batches, so they load it from the cache. Returns
+    the version in the harness's shape with the variant's runner; a variant that does not build is a UserError."""
+    from diagnose.core.requestlog import load_requests
+    from profilers.runners import load_version
+    from profilers.variant_samples import calibration_inputs, serving_samples
+    from profilers.variants import VARIANTS, build_variants
+
+    if name not in VARIANTS:
+        raise UserError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}", key="--variant")
+    if manifest.requests_path is None or not manifest.requests_path.is_file():
+        raise UserError("a variant is built from the version's request log, and it has none", manifest.path,
+                        "inputs.requests")
+    base = version or load_version(manifest)
+    requests = load_requests(manifest.requests_path)
+    samples = serving_samples(base, requests, max_batch)
+    calibration = calibration_inputs(base, requests) if name == "openvino-int8" else None
+    built = build_variants(base, samples, [name], cache_dir=cache_dir, calibration_inputs=calibration)[0]
+    if built.status != "ok":
+        raise UserError(f"variant {name} of {manifest.name} {manifest.version} is {built.status}: {built.reason}",
+                        key="--variant")
+    return built.as_loaded(base)
 
 
 def check_requirements() -> None:
@@ -243,20 +305,22 @@ def check_socket_path(workdir: Path) -> None:
                         f"{SOCKET_PATH_MAX} bytes): use a shorter one, or a shorter $TMPDIR")
 
 
-def build_archive(manifest: Manifest, workdir: Path) -> Path:
-    """`<store>/<model>.mar`: the handler and the manifest's path, built by torch-model-archiver.
+def build_archive(manifest: Manifest, workdir: Path, settings: dict, archive_name: str | None = None) -> Path:
+    """`<store>/<model>.mar`: the handler and its settings (the manifest's path, the variant to serve), built by
+    torch-model-archiver.
 
     The archiver copies through `$TMPDIR/<model name>`: it runs as a child with its own TMPDIR, so two servers
     of the same model started at once do not share that folder. The version's files stay where they are (the
     handler reads them through the manifest), so an archive of a large model is built in a moment."""
-    settings = workdir / SETTINGS_FILE
-    settings.write_text(json.dumps({"manifest": str(manifest.path.resolve())}))
+    settings_file = workdir / SETTINGS_FILE
+    settings_file.write_text(json.dumps(settings))
     store = workdir / "model-store"
-    command = [sys.executable, "-m", "model_archiver.model_packaging", "--model-name", manifest.name,
-               "--version", manifest.version, "--handler", str(HANDLER), "--extra-files", str(settings),
+    name = archive_name or manifest.name
+    command = [sys.executable, "-m", "model_archiver.model_packaging", "--model-name", name,
+               "--version", manifest.version, "--handler", str(HANDLER), "--extra-files", str(settings_file),
                "--export-path", str(store), "--force"]
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TMPDIR": str(workdir / "tmp")})
-    archive = store / f"{manifest.name}.mar"
+    archive = store / f"{name}.mar"
     if result.returncode != 0 or not archive.is_file():
         said = [line for line in (result.stderr + result.stdout).splitlines() if line.strip()]
         raise UserError(f"torch-model-archiver failed: {said[-1].strip() if said else f'exit {result.returncode}'}",
@@ -320,10 +384,11 @@ def wait_ready(server: Server, timeout_s: float = READY_TIMEOUT_S) -> None:
     raise UserError(f"TorchServe did not answer within {timeout_s:.0f} s; its logs: {server.log_dir}")
 
 
-def register(server: Server) -> None:
-    """Register the archive with dynamic batching and its workers, and wait until the workers have loaded it."""
+def register(server: Server, archive: str | None = None, version: str | None = None) -> None:
+    """Register the archive (the model store's `<model>.mar` unless named) with dynamic batching and its workers,
+    and wait until the workers have loaded it."""
     query = urllib.parse.urlencode({
-        "url": f"{server.model_name}.mar", "model_name": server.model_name, "batch_size": server.batch_size,
+        "url": archive or f"{server.model_name}.mar", "model_name": server.model_name, "batch_size": server.batch_size,
         "max_batch_delay": server.max_batch_delay_ms, "initial_workers": server.workers, "synchronous": "true",
     })
     request = urllib.request.Request(f"{server.management_url}/models?{query}", method="POST")
@@ -334,7 +399,21 @@ def register(server: Server) -> None:
         said = _server_message(exc)
     except OSError as exc:
         said = str(exc)
-    raise UserError(f"TorchServe could not load {server.model_name} {server.version}: {last_error(server) or said}")
+    raise UserError(f"TorchServe could not load {server.model_name} {version or server.version}: "
+                    f"{last_error(server) or said}")
+
+
+def _management(server: Server, path: str, method: str) -> None:
+    """One call of TorchServe's management API; a refusal is a UserError with the server's message."""
+    request = urllib.request.Request(f"{server.management_url}/{path}", method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=REGISTER_TIMEOUT_S):
+            return
+    except urllib.error.HTTPError as exc:
+        said = _server_message(exc)
+    except OSError as exc:
+        said = str(exc)
+    raise UserError(f"TorchServe refused {method} /{path}: {said}")
 
 
 def _server_message(exc: urllib.error.HTTPError) -> str:

@@ -5,7 +5,8 @@ version with the project's own `load_version`, so the served model gets the prep
 input dtypes the compare replays it with. A request's body is one row of the version's request log as a JSON object
 {column: value} (or a JSON list of such rows); the rows TorchServe batched together (`batch_size`,
 `max_batch_delay`) become one DataFrame, one preprocess and one model call, and each request gets its own JSON
-answer: {"output": ..., "batch_size": rows in that model call}. A bad row is a 400 for its request alone.
+answer: {"output": ..., "batch_size": rows in that model call, "version": the version that answered (it changes
+on a swap)}. A bad row is a 400 for its request alone.
 
 TorchServe takes the handler's only class (`VersionHandler`): keep every other name here a function.
 """
@@ -148,6 +149,11 @@ class VersionHandler:
         settings = json.loads((model_dir / SETTINGS_FILE).read_text())
         self.version = load_version(load_manifest(Path(settings["manifest"])))
         torch.set_num_threads(self.version.manifest.serving.threads)  # as the compare times it: serving.threads
+        if settings.get("variant"):  # built by `diagnose serve` before the server started: a cache hit here
+            from profilers.serve_torchserve import build_served_variant
+
+            self.version = build_served_variant(self.version.manifest, settings["variant"], settings["max_batch"],
+                                                Path(settings["cache_dir"]), self.version)
         self.columns, self.types, self.logged = logged_columns(self.version.manifest)
 
     def handle(self, data: list[dict], context) -> list[str]:
@@ -184,4 +190,5 @@ class VersionHandler:
         for idx, count, many in batch:
             mine = outputs[start:start + count]
             start += count
-            answers[idx] = _answer(context, idx, {"output": mine if many else mine[0], "batch_size": len(rows)})
+            answers[idx] = _answer(context, idx, {"output": mine if many else mine[0], "batch_size": len(rows),
+                                                   "version": self.version.manifest.version})

@@ -2,11 +2,12 @@
 
 Each variant is the same model served another way (Olive's passes, by hand): int8 or compiled torch,
 ONNX Runtime at each graph-optimization level, the transformers fusion optimizer, dynamic and static int8
-quantization, session tuning, TensorRT where a GPU exists. Building never stops at one failure: a variant
-that cannot be built says why, in one line, and the others go on, because "int8 is 2x faster" and "the
-export failed on a data-dependent branch" are both answers the on-call engineer needs.
+quantization, session tuning, OpenVINO fp32 and NNCF int8 on the same export, TensorRT where a GPU exists.
+Building never stops at one failure: a variant that cannot be built says why, in one line, and the others go
+on, because "int8 is 2x faster" and "the export failed on a data-dependent branch" are both answers the
+on-call engineer needs.
 
-ONNX files (the export and everything derived from it) are cached under `$DIAGNOSE_CACHE/variants`, keyed
+ONNX files and OpenVINO IR (the export and everything derived from it) are cached under `$DIAGNOSE_CACHE/variants`, keyed
 by the artifact's content, the step, the toolchain versions and the sample inputs' shapes, so a second
 look at the same version skips the minutes an export and a quantization take on a large model.
 """
@@ -14,6 +15,7 @@ look at the same version skips the minutes an export and a quantization take on 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import importlib.util
 import io
 import json
@@ -32,6 +34,7 @@ from typing import Any, Callable
 import numpy as np
 
 from diagnose.core.quiet import every_line, quiet
+from profilers import openvino_variants
 from profilers.dtypes import SERVING_DTYPES
 from profilers.ort_session import describe as describe_session
 from profilers.ort_session import input_plan, ort_runner, session_options, to_numpy
@@ -51,11 +54,13 @@ VARIANTS: dict[str, str] = {
     "ort-int8": "ONNX Runtime dynamic int8 quantization of the weights (QInt8)",
     "ort-int8-static": "ONNX Runtime static int8 quantization (QDQ) calibrated on the sample inputs (CNNs)",
     "ort-tuned": "ONNX Runtime fp32 with the fastest thread count and execution mode on this machine",
+    "openvino-fp32": "OpenVINO fp32 on the CPU (ov.convert_model of the ONNX export, else of the torch module), latency hint",
+    "openvino-int8": "OpenVINO int8 by NNCF post-training quantization, calibrated on the version's requests",
     "tensorrt-fp16": "TensorRT engine with fp16 kernels allowed (CUDA GPU)",
     "tensorrt-int8": "TensorRT engine with int8 kernels, calibrated on the sample inputs (CUDA GPU)",
 }
 
-_FAMILIES = {"torch": "torch", "ort": "onnxruntime", "tensorrt": "tensorrt"}
+_FAMILIES = {"torch": "torch", "ort": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}
 _LEVELS = {"ort-disabled": "ORT_DISABLE_ALL", "ort-basic": "ORT_ENABLE_BASIC", "ort-extended": "ORT_ENABLE_EXTENDED",
            "ort-all": "ORT_ENABLE_ALL"}
 _ATTENTION_PATH = {"Add", "Sub", "Mul", "Div", "Where", "Cast", "Identity"}  # what sits between Q.K^T and its Softmax
@@ -65,7 +70,7 @@ _TUNING_CALLS = 20
 @dataclass
 class Variant:
     name: str
-    family: str  # "torch" | "onnxruntime" | "tensorrt"
+    family: str  # "torch" | "onnxruntime" | "openvino" | "tensorrt"
     status: str  # "ok" | "failed" | "unavailable"
     reason: str | None
     build_s: float
@@ -85,8 +90,8 @@ class Variant:
         weight_bytes = self.details.get("weight_bytes", base.weight_bytes)
         if self.artifact and Path(self.artifact).is_file():
             weight_bytes = sum(p.stat().st_size for p in _artifact_files(Path(self.artifact)))
-        if self.family == "onnxruntime":
-            sync = _no_sync  # session.run returns host arrays: nothing is left in flight
+        if self.family in ("onnxruntime", "openvino"):
+            sync = _no_sync  # session.run and infer return host arrays: nothing is left in flight
         elif self.family == "tensorrt":
             import torch
 
@@ -101,7 +106,9 @@ def _no_sync() -> None:
 
 
 def _artifact_files(path: Path) -> list[Path]:
-    """The model file and its external-data file, when the weights live beside it."""
+    """The model file and its weights file beside it: ONNX external data, or an OpenVINO IR's .bin."""
+    if path.suffix == ".xml":
+        return openvino_variants.ir_files(path)
     return [p for p in (path, path.with_name(path.name + ".data")) if p.is_file()]
 
 
@@ -128,6 +135,14 @@ def _error_line(exc: BaseException) -> str:
     return (f"{type(exc).__name__}: {text}" if text else type(exc).__name__)[:400]
 
 
+def _installed(package: str) -> str:
+    """A package's version for a cache key ("none" when absent: the OpenVINO variants build without ONNX Runtime)."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "none"
+
+
 def default_cache_dir() -> Path:
     explicit = os.environ.get("DIAGNOSE_CACHE")
     if explicit:
@@ -149,10 +164,11 @@ def _dynamic_dims(samples: list[tuple]) -> list[list[int]]:
 class _Context:
     """What the variants of one build share: the version, its samples, the cache and the (memoized) ONNX steps."""
 
-    def __init__(self, base: LoadedVersion, samples: list[tuple], cache_dir: Path):
+    def __init__(self, base: LoadedVersion, samples: list[tuple], cache_dir: Path, calibration: list[tuple] | None = None):
         import torch
 
         self.base, self.samples, self.cache_dir = base, samples, cache_dir
+        self.calibration = calibration  # one request each, from the version's log; None: the samples stand in
         self.threads = base.manifest.serving.threads
         self.torch_version = torch.__version__
         self.signature = " ".join(input_signature(s) for s in samples)
@@ -175,9 +191,7 @@ class _Context:
 
     def cached(self, step: str, filename: str, build: Callable[[Path], dict], extra: str = "") -> tuple[Path, dict, bool]:
         """Run `build(path)` into a fresh folder and publish it atomically, unless a finished one is there."""
-        import onnxruntime
-
-        parts = [self.artifact_key(), step, BUILD_VERSION, self.torch_version, onnxruntime.__version__, self.signature,
+        parts = [self.artifact_key(), step, BUILD_VERSION, self.torch_version, _installed("onnxruntime"), self.signature,
                  self.base.manifest.serving.precision, self.base.manifest.serving.device, extra]
         key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
         folder = self.cache_dir / f"{step}-{key}"
@@ -334,6 +348,66 @@ class _Context:
             return details
 
         return self.step("transformers", lambda: self.cached("ort-transformers", "model.onnx", build))
+
+    # ---------------------------------------------------------------- OpenVINO
+    def openvino_ir(self) -> tuple[Path, dict, bool]:
+        """The model as fp32 OpenVINO IR, converted from the ONNX export (the graph the ORT variants run, so the two
+        runtimes are compared on one graph), else from the torch module when there is no export (ONNX tooling
+        absent, or the exporter failed). A model neither route converts is `Unavailable`, with both reasons."""
+        def run():
+            manifest = self.base.manifest
+            if manifest.format == "onnx":
+                source, how, export = manifest.artifact_path, "the ONNX artifact (ov.convert_model)", None
+            else:
+                try:
+                    source, export, _ = self.export()
+                    how = "the ONNX export (ov.convert_model)"
+                except (Unavailable, _NeedsExport) as exc:
+                    return self._openvino_from_torch(str(exc))
+            openvino = _installed("openvino")
+
+            def build(out: Path) -> dict:
+                start = time.perf_counter()
+                with _quiet():
+                    openvino_variants.save(openvino_variants.convert_onnx(source), out)
+                return {"source": how, "convert_s": round(time.perf_counter() - start, 3), "openvino": openvino,
+                        **({"export": export} if export else {})}
+
+            try:
+                return self.cached("openvino-ir", "model.xml", build, extra=f"onnx {openvino}")
+            except Exception as exc:
+                reason = f"ov.convert_model failed on {how.split(' (')[0]}: {_error_line(exc)}"
+                if manifest.format == "onnx":
+                    raise Unavailable(f"the model does not convert to OpenVINO: {reason}") from exc
+                return self._openvino_from_torch(reason)
+
+        return self.step("openvino-ir", run)
+
+    def _openvino_from_torch(self, onnx_reason: str) -> tuple[Path, dict, bool]:
+        import torch
+
+        model = self.base.model
+        if not isinstance(model, torch.nn.Module):
+            raise Unavailable(f"the model does not convert to OpenVINO: {onnx_reason}")
+        if isinstance(model, torch.jit.ScriptModule) and self.base.manifest.format == "torchscript":
+            model = _fresh_script_module(self.base)
+        openvino = _installed("openvino")
+
+        def build(out: Path) -> dict:
+            start = time.perf_counter()
+            with _quiet():
+                converted, how = openvino_variants.convert_torch(model, self.samples[0], _dynamic_dims(self.samples))
+                openvino_variants.save(converted, out)
+            return {"source": how, "convert_s": round(time.perf_counter() - start, 3), "openvino": openvino,
+                    "onnx": onnx_reason}
+
+        try:
+            return self.cached("openvino-ir", "model.xml", build, extra=f"torch {openvino}")
+        except Exception as exc:
+            direct = _error_line(exc)
+            direct = "the same error" if direct.split(": ", 1)[-1] in onnx_reason else direct
+            raise Unavailable(f"the model does not convert to OpenVINO: {onnx_reason}; converting the torch module "
+                              f"directly failed too: {direct}"[:600]) from exc
 
 
 @contextmanager
@@ -633,6 +707,40 @@ def _ort_tuned(ctx: _Context, name: str) -> dict:
     return _ok(ort_runner(session), details, path, cached)
 
 
+def _openvino(ctx: _Context, name: str) -> dict:
+    """OpenVINO on the CPU, compiled as served (latency hint, the version's threads); int8 by NNCF on the requests."""
+    needed = ("openvino", "nncf") if name == "openvino-int8" else ("openvino",)
+    missing = [package for package in needed if importlib.util.find_spec(package) is None]
+    if missing:
+        raise Unavailable(f"{' and '.join(missing)} not installed (pip install {' '.join(missing)})")
+    if ctx.base.manifest.serving.device == "cuda":
+        raise Unavailable("OpenVINO serves this model on the CPU (its GPU plugin is for Intel GPUs); this version "
+                          "serves on cuda")
+    path, details, cached = ctx.openvino_ir()
+    if name == "openvino-int8":
+        path, quantized, cached = _openvino_int8(ctx, path)
+        details = {**details, **quantized}
+    with _quiet():
+        runner, compiled = openvino_variants.compile_runner(path, ctx.threads)
+    return _ok(runner, {**compiled, **details}, path, cached)
+
+
+def _openvino_int8(ctx: _Context, source: Path) -> tuple[Path, dict, bool]:
+    """NNCF post-training quantization of the fp32 IR, calibrated on up to 300 of the version's requests."""
+    calibration = (ctx.calibration or ctx.samples)[:openvino_variants.CALIBRATION_SAMPLES]
+    origin = "the version's requests" if ctx.calibration else "the sample inputs (no requests given)"
+    values = hashlib.sha256(b"".join(to_numpy(x).tobytes() for s in calibration for x in s)).hexdigest()
+    overflow_fix = _reduce_range()
+
+    def build(out: Path) -> dict:
+        with _quiet():
+            details = openvino_variants.quantize(source, out, calibration, overflow_fix)
+        return {**details, "calibration_source": origin}
+
+    extra = f"{_installed('openvino')} {_installed('nncf')} {values} {overflow_fix} {source.parent.name}"
+    return ctx.cached("openvino-int8", "model.xml", build, extra=extra)
+
+
 def _tensorrt(ctx: _Context, name: str) -> dict:
     """A TensorRT engine built from the ONNX export (TensorRT 10's Python API; never imported on a CPU-only path)."""
     import torch
@@ -767,16 +875,21 @@ _BUILDERS: dict[str, Callable[[_Context, str], dict]] = {
     "torch-eager": _torch_eager, "torch-int8": _torch_int8, "torch-compile": _torch_compile,
     "ort-disabled": _ort_level, "ort-basic": _ort_level, "ort-extended": _ort_level, "ort-all": _ort_level,
     "ort-transformers": _ort_transformers, "ort-int8": _ort_int8, "ort-int8-static": _ort_int8_static,
-    "ort-tuned": _ort_tuned, "tensorrt-fp16": _tensorrt, "tensorrt-int8": _tensorrt,
+    "ort-tuned": _ort_tuned, "openvino-fp32": _openvino, "openvino-int8": _openvino,
+    "tensorrt-fp16": _tensorrt, "tensorrt-int8": _tensorrt,
 }
 
 
 def build_variants(base: LoadedVersion, sample_inputs: list[tuple], names: list[str] | None = None,
-                   cache_dir: Path | None = None, on_progress: Callable[[str], None] | None = None) -> list[Variant]:
+                   cache_dir: Path | None = None, on_progress: Callable[[str], None] | None = None,
+                   calibration_inputs: list[tuple] | None = None) -> list[Variant]:
     """Build the named variants (all of VARIANTS by default), one Variant each, in VARIANTS order.
 
     `sample_inputs` are a few prepared batches (what `base.prepare(frame)` returns): the export's example
     arguments, the evidence for which dimensions are dynamic, the calibration data and the tuning workload.
+    `calibration_inputs` are the version's requests prepared one per input (up to
+    `openvino_variants.CALIBRATION_SAMPLES` are used): what openvino-int8 calibrates on; without them the sample
+    inputs stand in, and the variant's details say so.
     """
     unknown = [n for n in names or () if n not in VARIANTS]
     if unknown:
@@ -784,7 +897,8 @@ def build_variants(base: LoadedVersion, sample_inputs: list[tuple], names: list[
     if not sample_inputs:
         raise ValueError("build_variants needs at least one sample input")
     wanted = [n for n in VARIANTS if names is None or n in names]
-    ctx = _Context(base, [tuple(s) for s in sample_inputs], Path(cache_dir) if cache_dir else default_cache_dir())
+    ctx = _Context(base, [tuple(s) for s in sample_inputs], Path(cache_dir) if cache_dir else default_cache_dir(),
+                   [tuple(s) for s in calibration_inputs] if calibration_inputs else None)
     variants = []
     for name in wanted:
         if on_progress:

@@ -59,6 +59,10 @@ def render_fix(fix: FixSection) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     for f in fix.not_measured:
         lines.append(f"| {f['name']} | {f['status']}: {f['reason']} ||||||||||")
+    # OpenVINO or ONNX Runtime: published comparisons point both ways, so the table says which won on this machine
+    duels = [r["vs_onnxruntime"]["summary"] for r in fix.variants if r.get("vs_onnxruntime")]
+    if duels:
+        lines += ["", *duels]
     return "\n".join(lines) + "\n"
 
 

@@ -19,7 +19,7 @@ def test_help_imports_no_heavy_library():
 
 
 def test_version():
-    result = run_cli("--version")
+    result = run_cli("--version", process=True)  # `python -m diagnose` itself
     assert result.returncode == 0 and result.stdout.strip() == f"diagnose {__version__}"
 
 

@@ -133,3 +133,17 @@ def test_two_deployments_under_one_schedule_name_the_queue_that_grew(tiny_regist
     comparison = evidence["comparison"]
     assert comparison["verdict"] == "regression", comparison
     assert [f["cause"] for f in evidence["findings"]] == ["serving.capacity"], sides
+
+
+def test_an_unreachable_endpoint_is_one_line_before_any_load(tiny_registry, tmp_path):
+    import socket
+
+    with socket.socket() as sock:  # a port with nothing listening
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://user:hunter2@127.0.0.1:{sock.getsockname()[1]}"
+    result = run_cli("loadtest", "--old", url, "--new", url, "--protocol", "v2", "--server-model", "m", "--version",
+                     "v1", "--registry", str(tiny_registry), "--model", "mlp", "--out", str(tmp_path / "run"))
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "the old endpoint" in lines[0] and "is unreachable: nothing answers at 127.0.0.1:" in lines[0], lines
+    assert "hunter2" not in result.stderr and not (tmp_path / "run").exists()

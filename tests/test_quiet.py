@@ -101,7 +101,8 @@ def test_fd_capture_refuses_nesting():
 
 def test_profile_prints_no_kineto_lines(tiny_registry, tmp_path):
     """`diagnose profile` runs torch.profiler start and stop: Kineto's USDT lines stay off stderr."""
-    result = run_cli("profile", "v1", "--registry", str(tiny_registry), "--steps", "2", "--out", str(tmp_path / "prof"))
+    result = run_cli("profile", "v1", "--registry", str(tiny_registry), "--steps", "2", "--out", str(tmp_path / "prof"),
+                     process=True)
     assert result.returncode == 0, result.stderr
     assert [line for line in _stderr_lines(result.stderr) if NOISE.search(line)] == []
     assert list((tmp_path / "prof").rglob("*.pt.trace.json.gz"))
@@ -119,7 +120,7 @@ def test_the_readme_first_compare_from_a_fresh_cache_is_a_preprocessing_regressi
         # Runtime ones on MiniLM are test_variants'), timed for 3 s instead of 12
         result = run_cli("compare", "--old", "v1", "--new", "v2", "--budget", "8", "--verify-budget", "3",
                          "--variants", "torch-eager", "--out", str(tmp_path / "run"), "--json", cwd=tmp_path,
-                         timeout=900,
+                         timeout=900, process=True,
                          env={"DIAGNOSE_CACHE": str(cache), "DIAGNOSE_PROGRESS": "1", "DIAGNOSE_RUN_REPORTS": "json,md,html"})
         assert result.returncode == 0, result.stderr[-3000:]
         lines = _stderr_lines(result.stderr)

@@ -119,6 +119,27 @@ def test_a_bad_row_is_a_400_for_its_request_alone(server, body, needle):
     assert status == 400 and needle in answer["error"], answer
 
 
+def test_an_onnx_runtime_variant_is_served_behind_the_same_preprocessing(registry, tmp_path):
+    """`--variant ort-all`: built once here from the version's requests in batches of 1 to batch_size, loaded from
+    the cache by the worker, and answering concurrent requests in batches with the model's own outputs."""
+    frame = pd.read_parquet(registry / "mlp" / "v1" / "requests.parquet").iloc[:12]
+    expected = model_outputs(registry, frame)
+    cache = tmp_path / "cache"
+    inference, management, metrics = free_ports(3)
+    manifest = Registry(registry).manifest("mlp", "v1")
+    with serve(manifest, tmp_path / "ts", inference, batch_size=4, max_batch_delay_ms=100, management_port=management,
+               metrics_port=metrics, variant="ort-all", cache_dir=cache) as running:
+        assert running.variant == "ort-all"
+        with ThreadPoolExecutor(len(frame)) as pool:
+            answers = list(pool.map(lambda row: post(running.predictions_url, as_json_row(row[1])), frame.iterrows()))
+    assert all(status == 200 for status, _ in answers), answers
+    assert np.allclose([answer["output"] for _, answer in answers], expected, atol=1e-4)
+    assert max(answer["batch_size"] for _, answer in answers) > 1  # the variant takes any batch size up to 4
+    assert len([p for p in cache.rglob("*.onnx")]) == 1, sorted(cache.rglob("*"))  # the worker's was a cache hit
+    with pytest.raises(UserError, match="unknown variant 'ort-fastest'"):
+        serve(manifest, tmp_path / "ts2", inference, variant="ort-fastest", cache_dir=cache)
+
+
 def test_a_taken_port_is_one_user_error(registry, tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -165,3 +186,44 @@ def test_loadtest_against_torchserve_splits_queue_from_the_servers_own_metrics(s
     assert not (run / "INCOMPLETE").exists()
     refused = run_cli("analyze", str(run))
     assert refused.returncode == 2 and "a `diagnose loadtest` folder" in refused.stderr
+
+
+def test_a_version_swap_under_load_is_answered_throughout_and_seen_in_the_windows(server, registry, capsys):
+    """`diagnose serve v1 --swap-to v2` on the module's server (last in this file: it ends serving v1 again), under an
+    open-loop load: v2 is loaded beside v1 before it becomes the default, so every request is answered; the windows
+    carry the p99 and errors around the swap, the line says when it happened, and the answers after it are v2's."""
+    import threading
+
+    from diagnose.serve import swap_later
+    from profilers.loadgen import LoadPlan, Target, run_load
+
+    frame = pd.read_parquet(registry / "mlp" / "v1" / "requests.parquet").iloc[:8]
+    bodies = tuple(json.dumps(as_json_row(row)).encode() for _, row in frame.iterrows())
+    v1, v2 = (Registry(registry).manifest("mlp", v) for v in ("v1", "v2"))
+    failures: list[BaseException] = []
+
+    def swap() -> None:
+        try:
+            swap_later(server, v2, 1.5)
+        except BaseException as exc:  # noqa: BLE001 - the test reports it
+            failures.append(exc)
+
+    swapper = threading.Thread(target=swap)
+    swapper.start()
+    started = time.monotonic()
+    result = run_load([Target("", server.predictions_url, "torchserve", bodies)],
+                      LoadPlan(rate_rps=20, duration_s=10, warmup_s=0.5, window_s=1))
+    swapper.join()
+    swapped_within_load = time.monotonic() - started
+    try:
+        assert not failures, failures
+        said = capsys.readouterr().out
+        assert "swapped mlp to v2 at" in said and "the old version unloaded" in said, said
+        status, answer = post(server.predictions_url, as_json_row(frame.iloc[0]))
+        assert status == 200 and answer["version"] == "v2", answer
+        summary = result.summary()
+        assert summary["ok"] == summary["requests"] == 200, summary["errors"]
+        assert all(w["p99_ms"] is not None and w["errors"] == 0 for w in summary["windows"]), summary["windows"]
+        assert swapped_within_load > 1.5
+    finally:
+        server.swap(v1)

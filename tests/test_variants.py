@@ -129,7 +129,8 @@ def test_every_variant_is_built_once_in_registry_order(mlp):
         json.dumps(record, allow_nan=False)
         assert variant.status in ("ok", "failed", "unavailable")
         assert (variant.status == "ok") == (variant.reason is None) == (variant.runner is not None), variant
-        assert variant.family == {"torch": "torch", "ort": "onnxruntime", "tensorrt": "tensorrt"}[variant.name.split("-")[0]]
+        assert variant.family == {"torch": "torch", "ort": "onnxruntime", "tensorrt": "tensorrt",
+                                  "openvino": "openvino"}[variant.name.split("-")[0]]
 
 
 def test_ort_fp32_variants_match_eager(mlp, mlp_eval):
