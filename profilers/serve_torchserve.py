@@ -157,11 +157,15 @@ class Server:
                                 f"{self.model_name}-{manifest.version}")
         register(self, archive.name, manifest.version)
         loaded = time.monotonic()
-        _management(self, f"models/{self.model_name}/{urllib.parse.quote(manifest.version)}/set-default", "PUT")
-        self.version = manifest.version
-        switched = time.monotonic()
-        _management(self, f"models/{self.model_name}/{urllib.parse.quote(old)}", "DELETE")
+        self._manage(f"models/{self.model_name}/{urllib.parse.quote(manifest.version)}/set-default", "PUT")
+        self.version, switched = manifest.version, time.monotonic()
+        self._manage(f"models/{self.model_name}/{urllib.parse.quote(old)}", "DELETE")
         return {"load_s": loaded - started, "switch_s": switched - loaded, "unload_s": time.monotonic() - switched}
+
+    def _manage(self, path: str, method: str) -> None:
+        said = _management(self, path, method)
+        if said is not None:
+            raise UserError(f"TorchServe refused {method} /{path}: {said}")
 
     def __enter__(self) -> Server:
         return self
@@ -391,29 +395,23 @@ def register(server: Server, archive: str | None = None, version: str | None = N
         "url": archive or f"{server.model_name}.mar", "model_name": server.model_name, "batch_size": server.batch_size,
         "max_batch_delay": server.max_batch_delay_ms, "initial_workers": server.workers, "synchronous": "true",
     })
-    request = urllib.request.Request(f"{server.management_url}/models?{query}", method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=REGISTER_TIMEOUT_S):
-            return
-    except urllib.error.HTTPError as exc:
-        said = _server_message(exc)
-    except OSError as exc:
-        said = str(exc)
-    raise UserError(f"TorchServe could not load {server.model_name} {version or server.version}: "
-                    f"{last_error(server) or said}")
+    said = _management(server, f"models?{query}", "POST")
+    if said is not None:
+        raise UserError(f"TorchServe could not load {server.model_name} {version or server.version}: "
+                        f"{last_error(server) or said}")
 
 
-def _management(server: Server, path: str, method: str) -> None:
-    """One call of TorchServe's management API; a refusal is a UserError with the server's message."""
+def _management(server: Server, path: str, method: str) -> str | None:
+    """One call of TorchServe's management API, waiting as long as a model load may take: None when it succeeded,
+    else what the server (or the connection) said."""
     request = urllib.request.Request(f"{server.management_url}/{path}", method=method)
     try:
         with urllib.request.urlopen(request, timeout=REGISTER_TIMEOUT_S):
-            return
+            return None
     except urllib.error.HTTPError as exc:
-        said = _server_message(exc)
+        return _server_message(exc)
     except OSError as exc:
-        said = str(exc)
-    raise UserError(f"TorchServe refused {method} /{path}: {said}")
+        return str(exc)
 
 
 def _server_message(exc: urllib.error.HTTPError) -> str:

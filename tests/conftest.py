@@ -49,6 +49,21 @@ def busy_core_beside_slow_tests(request):
         child.wait()
 
 
+@pytest.fixture(autouse=True)
+def no_proxy_for_localhost(monkeypatch):
+    """A proxy in the environment must not take the calls to the test servers on 127.0.0.1."""
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+
+
+@pytest.fixture(scope="module")
+def prom(tmp_path_factory):
+    """A real Prometheus (tests/prom_server.py) for the module: `prom(fixture_file, ...)` backfills and serves."""
+    from prom_server import prometheus_servers
+
+    yield from prometheus_servers(tmp_path_factory)
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300,
             process: bool = False) -> subprocess.CompletedProcess:
     """Run `diagnose ARGS` as a user would, and return its exit code, stdout and stderr.

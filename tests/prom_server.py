@@ -14,7 +14,7 @@ backfilled blocks are there. Time-based retention is measured from the newest bl
 recorded data of any age stays queryable; the long retention is belt and braces. `stop()` (or leaving the
 `with` block) terminates the process and waits for it, killing it after `stop_timeout_s`.
 
-`prometheus_servers(tmp_path_factory)` (the generator behind the `prometheus_server` fixture) starts one server
+`prometheus_servers(tmp_path_factory)` (the generator behind conftest.py's `prom` fixture) starts one server
 per file set on demand and stops them all at the end of the module, also when a test fails. Tests using it are
 skipped (with the reason) where `prometheus` or `promtool` is not on PATH (Debian/Ubuntu: `apt-get install
 prometheus`, which ships both).
@@ -169,6 +169,3 @@ def prometheus_servers(tmp_path_factory):
             server.stop()
 
 
-# use as a module-scoped fixture: `prometheus_server = pytest.fixture(scope="module")(prometheus_servers)`, or
-# wrap it (`yield from prometheus_servers(tmp_path_factory)`) in a fixture of the test module
-prometheus_server = pytest.fixture(scope="module", name="prometheus_server")(prometheus_servers)

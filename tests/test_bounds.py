@@ -56,13 +56,6 @@ class SilentServer:
         self.sock.close()
 
 
-@pytest.fixture(autouse=True)
-def no_proxy_for_localhost(monkeypatch):
-    # a proxy in the environment must not take the calls to 127.0.0.1
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-
-
 def timed_collect(collector):
     started = time.monotonic()
     evidence = collect_safely(collector)

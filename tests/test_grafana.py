@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 from conftest import run_cli, write_manifest
 from prom_server import prometheus_servers
+from test_prometheus import DEPLOYED_AT, DEPLOYMENT, FIXTURES, D
 from test_serving_metrics import (
     NEW_POD,
     POD_REGEX,
@@ -43,25 +44,9 @@ from diagnose.core.runfolder import RunFolder
 from reports.grafana_dashboard import VARIABLES, label_regex, quote_free
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = ROOT / "fixtures" / "signals" / "prometheus"
-DEPLOYED_AT = "2026-11-20T10:00:00Z"
-D = 1795168800  # DEPLOYED_AT as a Unix time
-DEPLOYMENT = {"namespace": "serving", "selector": "app=textclf,version=v2", "container": "model",
-              "deployed_at": DEPLOYED_AT}
 RATE_INTERVAL = "2m"  # what Grafana's $__rate_interval comes to on 30 s samples at a 1 min step
 HOSTILE_NS, HOSTILE_CONTAINER, DECOY = 'team "x"', 'we"ird\\name', 'we"ird'
 HOSTILE_PODS = "model\\-[a-z0-9]+\\-[a-z0-9]+"  # re.escape's "\\-" must reach Prometheus intact
-
-
-@pytest.fixture(autouse=True)
-def no_proxy_for_localhost(monkeypatch):
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-
-
-@pytest.fixture(scope="module")
-def prom(tmp_path_factory):
-    yield from prometheus_servers(tmp_path_factory)
 
 
 def write_servers(path: Path) -> Path:

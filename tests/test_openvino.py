@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import make_tiny_registry, requests_frame, write_manifest
+from test_variants import BRANCHY, by_name
 
 from diagnose.core.manifest import load_manifest
 from diagnose.core.runfolder import RunFolder
@@ -27,30 +28,6 @@ from reports.sections import render_fix
 HAVE_OPENVINO = all(importlib.util.find_spec(p) is not None for p in ("openvino", "nncf"))
 needs_openvino = pytest.mark.skipif(not HAVE_OPENVINO, reason="openvino and nncf not installed (pip install openvino nncf)")
 NAMES = ["ort-all", "ort-int8", "openvino-fp32", "openvino-int8"]
-
-BRANCHY = """
-import torch
-
-
-class Branchy(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc = torch.nn.Linear(8, 2)
-
-    def forward(self, x):
-        if x.sum() > 0:  # data-dependent Python control flow: neither export route can capture it
-            return self.fc(x)
-        return self.fc(-x)
-
-
-def build():
-    torch.manual_seed(0)
-    return Branchy().eval()
-"""
-
-
-def by_name(variants) -> dict:
-    return {v.name: v for v in variants}
 
 
 def hide(monkeypatch, *packages: str) -> None:

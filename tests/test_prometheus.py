@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 import pytest
 from prom_rollouts import write_rollouts
-from prom_server import backfill, prometheus_servers, skip_reason
+from prom_server import backfill, skip_reason
 
 from collectors.openmetrics import (
     format_openmetrics,
@@ -67,16 +67,6 @@ FROM_DEPLOYMENT = {"container": "model", "selector": DEPLOYMENT["selector"], "na
 TIMEOUT_S = 0.5
 
 
-@pytest.fixture(autouse=True)
-def no_proxy_for_localhost(monkeypatch):
-    # a proxy in the environment must not take the calls to 127.0.0.1
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-
-
-@pytest.fixture(scope="module")
-def prom(tmp_path_factory):
-    yield from prometheus_servers(tmp_path_factory)
 
 
 @pytest.fixture
