@@ -12,7 +12,8 @@ cores (a CPU replay: the figures are not a GPU server's).
 
 Prints the CPU, its core count and the load average first.
 
-Usage: python benchmarks/capacity_textclf.py [--version v1] [--duration 5] [--max-steps 7]
+Usage: python benchmarks/capacity_textclf.py [--version v1] [--duration 6] [--max-steps 7]
+(each step is judged stable on three windows of a third of --duration)
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def capacity(manifest, version: str, config: dict, args, workdir: Path) -> dict:
         command = [sys.executable, "-m", "diagnose", "loadtest", server.url, "--protocol", "torchserve",
                    "--server-model", server.model_name, "--version", version, "--metrics", server.metrics_url,
                    "--find-max", "--slo", SLO, "--rate", str(args.start_rate), "--duration", str(args.duration),
-                   "--warmup", str(args.warmup), "--max-steps", str(args.max_steps), "--json",
+                   "--warmup", str(args.warmup), "--window", str(args.duration / 3), "--max-steps", str(args.max_steps), "--json",
                    "--out", str(workdir / "run")]
         done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "DIAGNOSE_PROGRESS": "0"})
     if done.returncode != 0:
@@ -58,7 +59,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--version", default="v1")
     parser.add_argument("--start-rate", type=float, default=10.0)
-    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--duration", type=float, default=6.0)
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--max-steps", type=int, default=7)
     args = parser.parse_args()

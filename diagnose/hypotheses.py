@@ -522,10 +522,22 @@ def capacity(ctx: Context) -> Hypothesis | None:
     """Production's queue time grew while its compute time held: the requests waited for a free model instance,
     they were not slower to serve. Too few replicas or instances for the traffic (more traffic, or fewer or
     smaller pods than before), or a batcher's delay; not the model. Needs a server that splits queue from
-    compute (Triton, TorchServe, OVMS, ...)."""
+    compute (Triton, TorchServe, OVMS, ...). A two-deployment load test whose new side's queue alone grew under
+    the same schedule (the `loadtest` signal) shows the same without production's metrics."""
     grew = ctx.grew()
+    load = ctx.signal("loadtest")
+    queued = any(f["cause"] == "serving.capacity" for f in load.get("findings", []))
     if grew not in ("queue", "both"):
-        return None
+        if not queued:
+            return None
+        regressed = (load.get("comparison") or {}).get("verdict") == "regression"
+        return Hypothesis("serving.capacity", ctx.env_base * (0.75 if regressed else 0.45),
+                          "Under the same load, the new deployment's requests waited longer in its queue while its "
+                          "compute held: it has less capacity at that rate",
+                          ctx.signal_summary("loadtest") + ctx.production_lines(),
+                          ["Compare the two deployments' replicas, instances per model and dynamic batching",
+                           "Find the highest rate each keeps under the SLO: diagnose loadtest URL --find-max --slo "
+                           "p99=200ms"])
     p = ctx.production
     queue, compute = p.parts["queue"], p.parts["compute"]
     evidence = [f"queue {queue['before']:.3g} -> {queue['after']:.3g} ms, compute {compute['before']:.3g} -> "
@@ -535,6 +547,9 @@ def capacity(ctx: Context) -> Hypothesis | None:
     weight = 0.85 if grew == "queue" else 0.4  # both grew: slower compute queues requests too
     if traffic and traffic > 1.2:
         evidence.append(f"requests served {before:,} -> {after:,} in the hour ({traffic:.2f}x the traffic)")
+        weight = min(0.9, weight + 0.05)
+    if queued:  # the load test saw it too, under a schedule both deployments shared
+        evidence += ctx.signal_summary("loadtest")
         weight = min(0.9, weight + 0.05)
     throttled = (ctx.signal("prometheus").get("throttled_ratio") or {}).get("after") or 0.0
     restarts = max(ctx.signal("prometheus").get("restarts") or 0, ctx.signal("kubernetes").get("restarts") or 0)

@@ -22,6 +22,7 @@ import pandas as pd
 
 from diagnose.core import stats
 from diagnose.core.errors import UserError, first_line
+from diagnose.core.evidence import Evidence
 from diagnose.core.progress import Bar
 from diagnose.core.redact import redact_url
 from diagnose.core.runfolder import RunFolder, new_dir
@@ -254,7 +255,7 @@ def passes(step: dict, slo_p99_ms: float | None) -> tuple[bool, str]:
 def knee(steps: list[dict], side: str) -> float | None:
     """The knee of the latency curve: the last rate tried before p99 first rose past KNEE_RISE times its value at the
     lowest rate (None when it never did)."""
-    points = sorted((s["rate_rps"], s["sides"][side]["latency_ms"]["p99"]) for s in steps
+    points = sorted((round(s["rate_rps"], 2), s["sides"][side]["latency_ms"]["p99"]) for s in steps
                     if s["sides"][side]["latency_ms"]["p99"] is not None)
     if len(points) < 2:
         return None
@@ -359,6 +360,36 @@ def findings(step: dict) -> list[dict]:
                     f"{compute_old:.2f} -> {compute_new:.2f} ms a request at {step['rate_rps']:g} rps "
                     f"({new['label']}'s {new['metric']}): the model or its runtime, not the load"})
     return out
+
+
+# --- as a signal of the compare --------------------------------------------------------------------------------------
+def read_signal(path: Path) -> Evidence:
+    """A two-deployment load test as evidence of the compare: `--signals DIR` holding `loadtest.json` (the
+    `evidence/loadtest.json` of `diagnose loadtest --old URL_A --new URL_B`). Its last step's figures per side,
+    the verdict under one schedule and the findings (a queue that grew only on the new deployment is
+    `serving.capacity`) reach the hypotheses as the `loadtest` signal. A load test of one endpoint compares
+    nothing: unavailable, saying so. A file that is not such evidence is one line (UserError)."""
+    try:
+        doc = json.loads(path.read_text())
+        step = doc["steps"][-1]
+        sides = {name: {"p50_ms": side["latency_ms"]["p50"], "p99_ms": side["latency_ms"]["p99"],
+                        "achieved_rps": side["achieved_rps"], "errors": sum(side["errors"].values()),
+                        "server": side.get("server")} for name, side in step["sides"].items()}
+    except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise UserError(f"not the evidence of a `diagnose loadtest` run ({first_line(exc)}): copy a load test's "
+                        "evidence/loadtest.json", path) from None
+    comparison = doc.get("comparison")
+    if not comparison or set(sides) != {"old", "new"}:
+        return Evidence.unavailable("loadtest", f"{path.name} is a load test of one endpoint: only `diagnose loadtest "
+                                    "--old URL_A --new URL_B` compares two deployments")
+    findings = [f for f in doc.get("findings", []) if isinstance(f, dict) and "cause" in f and "text" in f]
+    old, new = sides["old"], sides["new"]
+    lines = [f"under {step['rate_rps']:g} requests/s on one arrival schedule: p50 {_ms(old['p50_ms'])} -> "
+             f"{_ms(new['p50_ms'])} ms, p99 {_ms(old['p99_ms'])} -> {_ms(new['p99_ms'])} ms, errors {old['errors']} -> "
+             f"{new['errors']}: {comparison['verdict'].replace('_', ' ')}"]
+    lines += [f["text"] for f in findings]
+    return Evidence("loadtest", "ok", data={"rate_rps": step["rate_rps"], "sides": sides, "comparison": comparison,
+                                            "findings": findings}, summary=lines)
 
 
 # --- the command -----------------------------------------------------------------------------------------------------

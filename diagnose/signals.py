@@ -7,6 +7,7 @@ Both paths iterate the evidence-source registry (`diagnose.sources`). A recorded
     kubernetes/events.json         what `kubectl get events -o json` prints
     kubernetes/replicasets.json    optional: `kubectl get rs -o json`
     metrics.om                     OpenMetrics text with timestamps (what promtool backfills)
+    loadtest.json                  a two-deployment `diagnose loadtest`'s evidence/loadtest.json
 Only these documented files are copied into the run folder's `signals/`, and their evidence is saved, so
 `diagnose analyze` sees the same evidence later. A source whose files are absent is recorded as
 unavailable with that reason; a file that does not parse ends the command with one line (exit 2).

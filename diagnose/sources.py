@@ -209,6 +209,12 @@ def _prometheus_live(ctx: LiveContext) -> Evidence:
     return evidence
 
 
+def _loadtest_offline(folder: Path, deployment: dict) -> Evidence:
+    from diagnose.loadtest import read_signal
+
+    return read_signal(folder / "loadtest.json")
+
+
 SOURCES: tuple[EvidenceSource, ...] = (
     EvidenceSource("versions", "load", required=True),
     EvidenceSource("requests", "load", required=True),
@@ -223,6 +229,8 @@ SOURCES: tuple[EvidenceSource, ...] = (
                    offline=_kubernetes_offline, live=_kubernetes_live, copy=_kubernetes_copy),
     EvidenceSource("prometheus", "signals", signal=True, files=("metrics.om",), offline=_prometheus_offline,
                    live=_prometheus_live),
+    # a two-deployment `diagnose loadtest` (its evidence/loadtest.json): the queue and p99 of each under one schedule
+    EvidenceSource("loadtest", "signals", signal=True, files=("loadtest.json",), offline=_loadtest_offline),
     EvidenceSource("profile", "profile"),
     EvidenceSource("drift", "drift"),
     EvidenceSource("variants", "verify"),

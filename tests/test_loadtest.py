@@ -5,6 +5,7 @@ workers, Triton's counters on /metrics). The generator itself is test_loadgen.py
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from conftest import run_cli
@@ -133,6 +134,32 @@ def test_two_deployments_under_one_schedule_name_the_queue_that_grew(tiny_regist
     comparison = evidence["comparison"]
     assert comparison["verdict"] == "regression", comparison
     assert [f["cause"] for f in evidence["findings"]] == ["serving.capacity"], sides
+    # the load test as a signal of the compare: its finding becomes the ranked cause, quoting both sides
+    signals = tmp_path / "signals"
+    signals.mkdir()
+    shutil.copy(tmp_path / "run" / "evidence" / "loadtest.json", signals / "loadtest.json")
+    result = run_cli("compare", "--registry", str(tiny_registry), "--old", "v1", "--new", "v2", "--no-benchmark",
+                     "--signals", str(signals), "--out", str(tmp_path / "compare"), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    top = report["hypotheses"][0]
+    assert top["cause"] == "serving.capacity", report["hypotheses"]
+    assert any("the queue grew only on the new deployment" in line for line in top["evidence"]), top["evidence"]
+    assert any("under 60 requests/s on one arrival schedule" in line for line in top["evidence"]), top["evidence"]
+    assert (tmp_path / "compare" / "signals" / "loadtest.json").is_file()  # kept with the run, for analyze
+
+
+def test_a_load_test_of_one_endpoint_compares_nothing_and_a_bad_file_is_one_line(tmp_path):
+    from diagnose.loadtest import read_signal
+
+    one = {"steps": [{"rate_rps": 10, "sides": {"": {"latency_ms": {"p50": 5.0, "p99": 9.0}, "achieved_rps": 10.0,
+                                                       "errors": {}}}}]}
+    (tmp_path / "loadtest.json").write_text(json.dumps(one))
+    evidence = read_signal(tmp_path / "loadtest.json")
+    assert evidence.status == "unavailable" and "a load test of one endpoint" in evidence.reason
+    (tmp_path / "loadtest.json").write_text('{"steps": []}')
+    with pytest.raises(UserError, match="not the evidence of a `diagnose loadtest` run"):
+        read_signal(tmp_path / "loadtest.json")
 
 
 def test_an_unreachable_endpoint_is_one_line_before_any_load(tiny_registry, tmp_path):
