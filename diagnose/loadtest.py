@@ -198,18 +198,32 @@ def breakdown(before: dict[str, float], after: dict[str, float]) -> dict | None:
 def run_step(opts: LoadtestOptions, rate_rps: float, bar: Bar | None = None, done_s: float = 0.0,
              total_s: float = 0.0):
     """One rate on every endpoint (two: the same interleaved schedule): the LoadResult and each side's summary and
-    server breakdown."""
-    from profilers.loadgen import LoadPlan, run_load
+    server breakdown. The servers' counters are read when the warm-up ends (from a timer thread, so the event loop
+    sending the load never waits on a scrape) and after the step: the breakdown covers the measured part, not a
+    cold worker's first requests."""
+    import threading
+
+    from profilers.loadgen import LEAD_S, LoadPlan, run_load
 
     plan = LoadPlan(rate_rps=rate_rps, duration_s=opts.duration_s, warmup_s=opts.warmup_s, arrival=opts.arrival,
                     timeout_s=opts.timeout_s, seed=opts.seed, window_s=opts.window_s)
     before = _scrape_all(opts)
+    warm: dict[str, dict | str] = {}
+    timer = threading.Timer(LEAD_S + opts.warmup_s, lambda: warm.update(_scrape_all(opts)))
+    if opts.warmup_s > 0 and before:
+        timer.start()
 
     def progress(fraction: float) -> None:
         if bar is not None:
             bar.update_to(done_s + fraction * (opts.warmup_s + opts.duration_s), f"{rate_rps:g} rps")
 
-    result = run_load(_targets(opts), plan, progress)
+    try:
+        result = run_load(_targets(opts), plan, progress)
+    finally:
+        timer.cancel()
+        if timer.is_alive():
+            timer.join()
+    before = warm or before
     after = _scrape_all(opts)
     sides = {}
     for e in opts.endpoints:
