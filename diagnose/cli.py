@@ -304,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     collect.set_defaults(handler=_collect)
 
     optimize = commands.add_parser(
-        "optimize", help="build optimized variants (ONNX Runtime, int8, TensorRT), check accuracy, time them",
+        "optimize", help="build optimized variants (ONNX Runtime, OpenVINO, int8, TensorRT), check accuracy, time them",
         description="Build optimized variants of a version, compare their outputs with the version's on its own "
                     "requests (max/mean abs and rel error, cosine, top-1 agreement), time them side by side with the "
                     "version, and print the Pareto table of latency against accuracy drop with a verdict.",
