@@ -37,6 +37,7 @@ READY_TIMEOUT_S = 90.0  # the JVM's start: several seconds, more on a busy 2-cor
 REGISTER_TIMEOUT_S = 300.0  # every worker imports torch and loads the version
 DEFAULT_MAX_BATCH_DELAY_MS = 10  # small beside a 200 ms SLO; long enough for batches to fill at a high rate
 STOP_TIMEOUT_S = 20.0
+DRAIN_TIMEOUT_S = 10.0  # a swap waits at most this long for the old version's queued and running requests
 SOCKET_PATH_MAX = 107  # sun_path on Linux, less its terminating NUL
 
 # TorchServe's own log4j2.xml writes to the console too and logs the frontend at debug; this one keeps the same
@@ -159,8 +160,25 @@ class Server:
         loaded = time.monotonic()
         self._manage(f"models/{self.model_name}/{urllib.parse.quote(manifest.version)}/set-default", "PUT")
         self.version, switched = manifest.version, time.monotonic()
+        self._drain(old)  # the requests routed to the old version before the switch are answered by it
         self._manage(f"models/{self.model_name}/{urllib.parse.quote(old)}", "DELETE")
         return {"load_s": loaded - started, "switch_s": switched - loaded, "unload_s": time.monotonic() - switched}
+
+    def _drain(self, version: str, timeout_s: float = DRAIN_TIMEOUT_S) -> None:
+        """Wait until `version` has no request queued and no worker busy (TorchServe's describe-model answer), or
+        `timeout_s`: unregistering a version stops its workers, and a batch they still held would go unanswered."""
+        url = f"{self.management_url}/models/{self.model_name}/{urllib.parse.quote(version)}"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    described = json.loads(response.read())[0]
+            except (OSError, ValueError, IndexError, KeyError):
+                return  # nothing to wait on that the server will say
+            busy = any(w.get("status") == "WORKING" for w in described.get("workers", []))
+            if not busy and not (described.get("jobQueueStatus") or {}).get("pendingRequests"):
+                return
+            time.sleep(0.05)
 
     def _manage(self, path: str, method: str) -> None:
         said = _management(self, path, method)
