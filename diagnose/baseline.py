@@ -88,8 +88,7 @@ def check_environment(baseline: Baseline, here: dict, allow: bool) -> None:
 
 
 def settled_against(baseline: Baseline, settled):
-    """A check of the harness on the samples so far (the early stop, the gate's extension) with the baseline's
-    samples as the old side."""
+    """The harness's early-stop check with the baseline's samples as the old side."""
     def check(frame: pd.DataFrame) -> bool:
         return settled(pd.concat([baseline.samples, frame], ignore_index=True))
 

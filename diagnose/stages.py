@@ -132,25 +132,6 @@ def verdict_settled(frame: pd.DataFrame, limits: stats.Thresholds = stats.WITHIN
                                    equivalence_pct=limits.tail_equivalence_pct))
 
 
-def gate_undecided(settings: dict, limits: stats.Thresholds = stats.WITHIN_RUN):
-    """`diagnose ci`'s extension check on the samples so far: is the gate inconclusive (a statistic beyond its
-    budget that the samples cannot yet call)? Then the benchmark keeps measuring past its budget, within a bound
-    (BenchmarkPlan.extend_undecided), so a real regression of the p99 fails the build instead of passing as
-    inconclusive."""
-    from diagnose.gate import evaluate
-
-    def undecided(frame: pd.DataFrame) -> bool:
-        old, new = frame[frame["cell"] == OO], frame[frame["cell"] == NN]
-        if min(len(old), len(new)) < 2:
-            return True
-        delta = stats.relative_change(old["latency_ms"].to_numpy(), new["latency_ms"].to_numpy(), n_boot=500,
-                                      blocks=(old["round"].to_numpy(), new["round"].to_numpy()))
-        gate = evaluate(settings, delta, min(len(old), len(new)), limits)
-        return gate is not None and gate.status == "inconclusive"
-
-    return undecided
-
-
 def benchmark(plan: Plan, folder: RunFolder) -> None:
     """The interleaved benchmark of the 2x2 cells, with this process's cgroup, the machine's other CPU work (and,
     live, the GPU) sampled around it."""
@@ -171,21 +152,18 @@ def benchmark(plan: Plan, folder: RunFolder) -> None:
         cells += [Cell("new", "old"), Cell("old", "new")]
     bench = BenchmarkPlan(cells=tuple(cells), budget_s=opts.budget_s, seed=opts.seed)
     settled = verdict_settled
-    undecided = gate_undecided(opts.gate) if opts.gate else None
     if plan.baseline:
         from diagnose.baseline import settled_against
 
         limits = stats.Thresholds.for_run(between_runs=True)
         settled = settled_against(plan.baseline, lambda frame: verdict_settled(frame, limits))
-        undecided = settled_against(plan.baseline, gate_undecided(opts.gate, limits)) if opts.gate else None
     cgroup = CgroupSampler(CgroupReader())
     cgroup.start()  # the cgroup this process runs in: was the benchmark itself CPU-throttled?
     host = HostCpuSampler()
     host.start()  # and did other processes share the cores with it?
     samplers = start_samplers() if opts.signals is None else {}  # recorded signals take the place of live ones
     with Bar(opts.budget_s, f"Benchmarking {len(cells)} cells") as bar:
-        result = run_benchmark(bench, plan.loaded, plan.requests, settled=settled, on_progress=bar.update_to,
-                               undecided=undecided)
+        result = run_benchmark(bench, plan.loaded, plan.requests, settled=settled, on_progress=bar.update_to)
     folder.write_evidence("cgroup", collect_safely(cgroup))
     folder.write_evidence("host", collect_safely(host))
     for source, evidence in stop_samplers(samplers, folder.signals_dir).items():

@@ -61,7 +61,6 @@ class BenchmarkPlan:
     min_samples: int = 100  # per cell: no early stop before this (the caller's check asks more of a p99)
     floor_rounds: int = 20  # the budget may run over (up to max_overrun times) until this many rounds ran
     max_overrun: float = 4.0
-    extend_undecided: float = 2.0  # with an `undecided` check, the budget may stretch this many times while it holds
     check_every_s: float = 1.0
     seed: int = 0
     block_s: float = 0.05  # a block of batches per cell visit lasts about this long for the slowest cell
@@ -153,12 +152,7 @@ def run_benchmark(
     requests: dict[str, pd.DataFrame],
     settled: Callable[[pd.DataFrame], bool] | None = None,
     on_progress: Callable[[float, str], None] | None = None,
-    undecided: Callable[[pd.DataFrame], bool] | None = None,
 ) -> BenchmarkResult:
-    """Time the cells interleaved until the budget (or `settled` says the verdict will not change). `undecided`
-    (the CI gate: a check beyond its budget that the samples cannot yet call) keeps measuring past the budget, up
-    to `extend_undecided` times it, while it holds: what decides a build is measured until it is settled, as the
-    p99 must be before a verdict, rather than passed as inconclusive at an arbitrary second."""
     hard_stop = time.perf_counter() + plan.budget_s * plan.max_overrun
     rng = np.random.default_rng(plan.seed)
     runners: list[_CellRunner] = []
@@ -186,27 +180,11 @@ def run_benchmark(
     last_check = start
     rounds = 0
     stopped = "budget"
-    undecided_at: float | None = None  # when `undecided` last asked for more
-
-    def past_budget(now: float) -> bool:
-        """Whether to keep measuring past the budget: `undecided` is asked at most once a `check_every_s`."""
-        nonlocal undecided_at
-        if undecided is None or now >= hard_stop or now - start >= plan.budget_s * plan.extend_undecided:
-            return False
-        if undecided_at is not None and now - undecided_at < plan.check_every_s:
-            return True
-        if undecided(pd.DataFrame(rows, columns=SAMPLE_COLUMNS)):
-            undecided_at = time.perf_counter()
-            return True
-        return False
-
     try:
         while runners:
             now = time.perf_counter()
-            # a slow model on a busy machine still gets enough rounds to judge, within a bound
-            if now - start >= plan.budget_s and (rounds >= plan.floor_rounds or now >= hard_stop) \
-                    and not past_budget(now):
-                break
+            if now - start >= plan.budget_s and (rounds >= plan.floor_rounds or now >= hard_stop):
+                break  # a slow model on a busy machine still gets enough rounds to judge, within a bound
             done, cut_short = len(rows), False
             for index in rng.permutation(len(runners)):
                 runner = runners[index]
@@ -243,8 +221,6 @@ def run_benchmark(
             gc.enable()
     if stopped == "budget" and rounds < plan.floor_rounds and runners:
         stopped = f"hard cap ({plan.max_overrun:g}x the budget) after {rounds} rounds"
-    elif stopped == "budget" and undecided_at is not None:
-        stopped = f"budget, extended while the gate was undecided, after {rounds} rounds"
     elapsed = time.perf_counter() - start
     settle_ms = {"median": round(1e3 * float(np.median(waits)), 3), "max": round(1e3 * max(waits), 3)} if waits else {}
     return BenchmarkResult(pd.DataFrame(rows, columns=SAMPLE_COLUMNS), unavailable, rounds, elapsed, stopped, block,

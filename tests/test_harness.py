@@ -79,29 +79,3 @@ def test_the_hard_cap_holds_inside_the_warm_up_and_a_round(tiny_registry):
     assert result.stopped.startswith("hard cap (4x the budget)") and took < 6
     assert result.rounds >= 1 and len(result.samples) == len(cells) * result.rounds  # the cut round was dropped
     assert not result.capped_batches
-
-
-def test_an_undecided_gate_stretches_the_budget_within_its_bound_and_a_decided_one_does_not(tiny_registry):
-    """`diagnose ci`'s extension: while `undecided` says the gate cannot call a check yet, the benchmark measures
-    past its budget, up to `extend_undecided` times it, asking once a check interval; once it is decided, it stops."""
-    version = load_version(load_manifest(tiny_registry / "mlp" / "v1" / "manifest.yaml"))
-    requests = pd.read_parquet(tiny_registry / "mlp" / "v1" / "requests.parquet")
-    plan = BenchmarkPlan(cells=(Cell("old", "old"),), budget_s=0.4, warmup_batches=1, floor_rounds=1,
-                         extend_undecided=3.0, check_every_s=0.1)
-    asked: list[int] = []
-
-    def always(frame: pd.DataFrame) -> bool:
-        asked.append(len(frame))
-        return True
-
-    result = run_benchmark(plan, {"old": version}, {"old": requests}, undecided=always)
-    assert 1.1 < result.elapsed_s < 1.6, result.elapsed_s  # three budgets (and the round under way), no more
-    assert "extended while the gate was undecided" in result.stopped
-    assert 2 <= len(asked) <= 9 and asked == sorted(asked)  # at most once an interval, on the samples so far
-
-    started = time.perf_counter()
-    decided_later = run_benchmark(plan, {"old": version}, {"old": requests},
-                                  undecided=lambda frame: time.perf_counter() - started < 0.9)
-    assert 0.5 < decided_later.elapsed_s < 1.1, decided_later.elapsed_s  # it stopped once decided, before the bound
-    plain = run_benchmark(plan, {"old": version}, {"old": requests})
-    assert plain.elapsed_s < 0.6 and plain.stopped == "budget"
