@@ -207,6 +207,7 @@ def run_step(opts: LoadtestOptions, rate_rps: float, bar: Bar | None = None, don
 
     plan = LoadPlan(rate_rps=rate_rps, duration_s=opts.duration_s, warmup_s=opts.warmup_s, arrival=opts.arrival,
                     timeout_s=opts.timeout_s, seed=opts.seed, window_s=opts.window_s)
+    targets = _targets(opts)  # the bodies built first: the warm-up timer below starts with the load
     before = _scrape_all(opts)
     warm: dict[str, dict | str] = {}
     timer = threading.Timer(LEAD_S + opts.warmup_s, lambda: warm.update(_scrape_all(opts)))
@@ -218,7 +219,7 @@ def run_step(opts: LoadtestOptions, rate_rps: float, bar: Bar | None = None, don
             bar.update_to(done_s + fraction * (opts.warmup_s + opts.duration_s), f"{rate_rps:g} rps")
 
     try:
-        result = run_load(_targets(opts), plan, progress)
+        result = run_load(targets, plan, progress)
     finally:
         timer.cancel()
         if timer.is_alive():

@@ -57,21 +57,21 @@ def swap_later(server, replacement: Manifest, after_s: float) -> None:
     steps: a load test's windows around them show what the swap cost in errors and p99."""
     import subprocess
     import time
-    from datetime import datetime, timezone
 
     try:
         server.process.wait(timeout=after_s)
         return  # the server ended first: the caller reports it
     except subprocess.TimeoutExpired:
         pass
-    started = datetime.now(timezone.utc)
+    started = time.time()
     steps = server.swap(replacement)
-    ended = started.timestamp() + sum(steps.values())
-    print(f"diagnose serve: swapped {server.model_name} to {replacement.version} at "
-          f"{started.strftime('%H:%M:%S')} UTC: loaded in {steps['load_s']:.1f} s, default from "
-          f"{time.strftime('%H:%M:%S', time.gmtime(started.timestamp() + steps['load_s']))} UTC, the old version "
-          f"unloaded {steps['unload_s']:.1f} s later (done {time.strftime('%H:%M:%S', time.gmtime(ended))} UTC)",
-          flush=True)
+
+    def clock(seconds: float) -> str:
+        return time.strftime("%H:%M:%S", time.gmtime(started + seconds))
+
+    print(f"diagnose serve: swapped {server.model_name} to {replacement.version} at {clock(0)} UTC: loaded in "
+          f"{steps['load_s']:.1f} s, default from {clock(steps['load_s'])} UTC, the old version unloaded "
+          f"{steps['unload_s']:.1f} s later (done {clock(sum(steps.values()))} UTC)", flush=True)
 
 
 def ready_line(server, manifest: Manifest, model: str | None, registry: str | None) -> str:

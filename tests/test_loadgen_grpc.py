@@ -106,8 +106,7 @@ class Server:
         return self._seen[model]
 
 
-@pytest.fixture(scope="module")
-def server():
+def _started_server():
     context = multiprocessing.get_context("fork")
     parent, child = context.Pipe()
     received = context.Queue()
@@ -119,6 +118,17 @@ def server():
     finally:
         process.terminate()
         process.join(10)
+
+
+@pytest.fixture(scope="module")
+def server():
+    yield from _started_server()
+
+
+@pytest.fixture(scope="module")
+def second_server():
+    """Another server process: the stall test's frozen server is not the steady one's, as two deployments are not."""
+    yield from _started_server()
 
 
 def _target(server: Server, model: str, name: str = "", body=None, url: str | None = None) -> Target:
@@ -143,10 +153,11 @@ def _decoded(request) -> dict:
 
 # --- timing: a steady server and a stall, on one schedule -----------------------------------------------------------
 @pytest.fixture(scope="module")
-def steady_and_stalled(server):
-    """50 arrivals a second for 3 s to a 20 ms server and, half a gap later each time, to one that freezes 800 ms once."""
+def steady_and_stalled(server, second_server):
+    """50 arrivals a second for 3 s to a 20 ms server and, half a gap later each time, to another that freezes 800 ms
+    once."""
     plan = LoadPlan(rate_rps=50, duration_s=3, warmup_s=0.3, window_s=1)
-    return run_load([_target(server, "delay-20", "steady"), _target(server, "stall-800", "stalled")], plan)
+    return run_load([_target(server, "delay-20", "steady"), _target(second_server, "stall-800", "stalled")], plan)
 
 
 def test_a_steady_server_is_measured_at_its_delay(steady_and_stalled):
