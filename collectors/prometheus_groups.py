@@ -296,7 +296,8 @@ def latency_numbers(group: dict, w: Windows, notes: list[str], target: Target, u
     a histogram or a summary, else the average from counters; the p99 timeline and its change point (histograms);
     and the queue/compute (pre/postprocess) parts where the server splits them. Keys: `server`, `metric`,
     `statistic` ("quantiles" or "average"), `unit` ("ms"), `p50_ms`, `p99_ms`, `avg_ms`, `requests`, the parts'
-    roles, `change_point(s)`, `timeline`."""
+    roles, `change_point(s)`, `timeline`, and `left_out_routes` (the probe and scrape routes whose series were left
+    out, so a dashboard can leave them out too)."""
     group, probes = _without_probes(group)
     if probes:
         notes.append(f"left out the latency series of {len(probes)} probe and scrape routes ({', '.join(probes[:3])}"
@@ -312,7 +313,7 @@ def latency_numbers(group: dict, w: Windows, notes: list[str], target: Target, u
             notes.append(f"no serving latency series for {target.describe()} (none of the serving presets' "
                          "metrics, docs/signals.md): latency unknown")
         return {"server": None, "server_label": None, "statistic": None, "unit": "ms", **_empty(user_metric),
-                "avg_ms": _nones()}
+                "avg_ms": _nones(), "left_out_routes": probes}
     if preset.name == "user" and not unit_to_ms(user_metric)[1]:
         notes.append(f"{user_metric}: no unit suffix (_seconds, _ms, _us): taken as seconds")
     if preset.name == "discovered":
@@ -322,7 +323,7 @@ def latency_numbers(group: dict, w: Windows, notes: list[str], target: Target, u
                      + ("" if unit_to_ms(preset.metric)[1] else "; no unit suffix: taken as seconds"))
     out = {"server": preset.name, "server_label": preset.label, "statistic": "average" if preset.kind == COUNTERS
            else "quantiles", "unit": "ms", **_component(preset, preset.metric, preset.count, group, w, notes, target,
-                                                        tolerance_s)}
+                                                        tolerance_s), "left_out_routes": probes}
     names = {name for name, _ in group}
     for role, metric in preset.parts:
         if not names & set(sample_names(metric, preset.kind)):
@@ -342,8 +343,9 @@ def latency_numbers(group: dict, w: Windows, notes: list[str], target: Target, u
 
 # the labels a latency series names its route by, and the routes that are a kubelet's or Prometheus's, not users'
 ROUTE_LABELS = ("handler", "route", "path", "endpoint", "uri", "url", "http_route", "http_target", "url_path")
-PROBE_ROUTE = re.compile(r"(?:^|/)(?:health|healthz|healthcheck|ready|readyz|readiness|live|livez|liveness|ping|"
-                         r"metrics|status)(?:$|[/?])", re.IGNORECASE)
+PROBE_WORDS = ("health", "healthz", "healthcheck", "ready", "readyz", "readiness", "live", "livez", "liveness", "ping",
+               "metrics", "status")  # a route's last path segment that makes it a probe's (diagnose.grafana reads it too)
+PROBE_ROUTE = re.compile(rf"(?:^|/)(?:{'|'.join(PROBE_WORDS)})(?:$|[/?])", re.IGNORECASE)
 
 
 def _without_probes(group: dict) -> tuple[dict, list[str]]:

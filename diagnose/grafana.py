@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from collectors.gpu_readings import REASON_BITS
-from collectors.prometheus_groups import PROBE_ROUTE, ROUTE_LABELS
+from collectors.prometheus_groups import PROBE_WORDS, ROUTE_LABELS
 from collectors.prometheus_pods import name_guess
 from collectors.serving_metrics import PRESETS, unit_to_ms
 from diagnose.core.errors import UserError, first_line
@@ -65,13 +65,15 @@ def _user_metric(metric: str):
     return Latency(metric, LatencySeries(QUANTILES, metric, _unit(unit_to_ms(metric)[0])))
 
 
-def _probe_exclusion(notes: list[str]) -> dict:
+def _probe_exclusion(latency: dict, notes: list[str]) -> dict:
     """The route labels and RE2 regex that leave out health-check and scrape routes, when the evidence left them
-    out (its note says so); a matcher on a label a series lacks keeps the series."""
-    words = re.search(r"\(\?:\^\|/\)\(\?:([^()]*)\)", PROBE_ROUTE.pattern)
-    if words is None or not any("probe and scrape routes" in note for note in notes):
+    out (its `left_out_routes`; a run folder from before that key says so in a note only); a matcher on a label a
+    series lacks keeps the series."""
+    left_out = latency["left_out_routes"] if "left_out_routes" in latency else \
+        any(note.startswith("left out the latency series of") for note in notes)
+    if not left_out:
         return {}
-    return {"probe_routes": ROUTE_LABELS, "probe_regex": f"(?i)(?:.*/)?(?:{words.group(1)})(?:[/?].*)?"}
+    return {"probe_routes": ROUTE_LABELS, "probe_regex": f"(?i)(?:.*/)?(?:{'|'.join(PROBE_WORDS)})(?:[/?].*)?"}
 
 
 def latency_from_evidence(latency: dict, notes: list[str]):
@@ -87,7 +89,7 @@ def latency_from_evidence(latency: dict, notes: list[str]):
         next((p for p in PRESETS if p.metric == metric and latency.get("server") is None), None)
     if preset is not None:
         found = _from_preset(preset, present)
-        return Latency(found.server, found.total, found.parts, found.compute_from_queue, **_probe_exclusion(notes))
+        return Latency(found.server, found.total, found.parts, found.compute_from_queue, **_probe_exclusion(latency, notes))
     name = latency.get("server_label") or metric
     if latency.get("statistic") == "average":  # a user's <name>_sum over <name>_count
         base = metric[: -len("_sum")] if metric.endswith("_sum") else metric
@@ -96,7 +98,7 @@ def latency_from_evidence(latency: dict, notes: list[str]):
         total = LatencySeries(QUANTILES, metric, _unit(unit_to_ms(metric)[0]))
     parts = tuple((role, LatencySeries(total.kind, latency[role]["metric"], total.unit, total.count))
                   for role in STAGES if role in present)
-    return Latency(name, total, parts, **_probe_exclusion(notes))
+    return Latency(name, total, parts, **_probe_exclusion(latency, notes))
 
 
 def _containers_found(data: dict) -> frozenset[str]:

@@ -384,6 +384,31 @@ def test_other_serving_systems_in_their_own_metric_names(runs, prom, case):
     assert ('handler!~"(?i)(?:.*/)?(?:health|' in first) == (case == "probes")  # probes only where the run saw them
 
 
+
+def _without_key(value, key: str):
+    if isinstance(value, dict):
+        return {k: _without_key(v, key) for k, v in value.items() if k != key}
+    if isinstance(value, list):
+        return [_without_key(v, key) for v in value]
+    return value
+
+
+def test_the_probe_routes_left_out_come_from_the_evidence_and_older_folders_note(runs, tmp_path):
+    """The evidence lists the routes it left out (`left_out_routes`); a folder written before that key says so in a
+    note only, and gets the same queries. A run whose evidence left none out gets no route matcher."""
+    import shutil
+
+    probes = json.loads((runs["probes"] / "evidence" / "prometheus.json").read_text())
+    assert sorted(probes["data"]["latency"]["left_out_routes"]) == ["/healthz", "/metrics", "/v2/health/ready"]
+    older = shutil.copytree(runs["probes"], tmp_path / "older")
+    evidence = older / "evidence" / "prometheus.json"
+    evidence.write_text(json.dumps(_without_key(probes, "left_out_routes")))
+    expr = [t["expr"] for _, t in targets(dashboard_of(runs["probes"]))]
+    assert [t["expr"] for _, t in targets(dashboard_of(older))] == expr and any("handler!~" in e for e in expr)
+    plain = json.loads((runs["vllm"] / "evidence" / "prometheus.json").read_text())
+    assert plain["data"]["latency"]["left_out_routes"] == []
+    assert not any("!~" in t["expr"] for _, t in targets(dashboard_of(runs["vllm"])))
+
 def test_hostile_label_values_reach_prometheus_exactly(runs, prom):
     d = dashboard_of(runs["hostile"])
     check_model(d)
