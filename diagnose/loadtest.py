@@ -196,18 +196,19 @@ def breakdown(before: dict[str, float], after: dict[str, float]) -> dict | None:
 
 
 def run_step(opts: LoadtestOptions, rate_rps: float, bar: Bar | None = None, done_s: float = 0.0,
-             total_s: float = 0.0):
+             targets: list | None = None):
     """One rate on every endpoint (two: the same interleaved schedule): the LoadResult and each side's summary and
     server breakdown. The servers' counters are read when the warm-up ends (from a timer thread, so the event loop
     sending the load never waits on a scrape) and after the step: the breakdown covers the measured part, not a
-    cold worker's first requests."""
+    cold worker's first requests. `targets` (from `_targets`) are built here when not given: a search builds them
+    once for all its steps."""
     import threading
 
     from profilers.loadgen import LEAD_S, LoadPlan, run_load
 
     plan = LoadPlan(rate_rps=rate_rps, duration_s=opts.duration_s, warmup_s=opts.warmup_s, arrival=opts.arrival,
                     timeout_s=opts.timeout_s, seed=opts.seed, window_s=opts.window_s)
-    targets = _targets(opts)  # the bodies built first: the warm-up timer below starts with the load
+    targets = targets or _targets(opts)  # the bodies built first: the warm-up timer below starts with the load
     before = _scrape_all(opts)
     warm: dict[str, dict | str] = {}
     timer = threading.Timer(LEAD_S + opts.warmup_s, lambda: warm.update(_scrape_all(opts)))
@@ -305,9 +306,10 @@ def search(opts: LoadtestOptions, bar: Bar | None = None) -> tuple[list, list[di
     good = bad = None
     rate = opts.rate_rps
     step_s = opts.warmup_s + opts.duration_s
+    targets = _targets(opts)  # the bodies once: a large request log costs seconds to encode
 
     def measure(r: float) -> bool:
-        result, step = run_step(opts, r, bar, len(steps) * step_s)
+        result, step = run_step(opts, r, bar, len(steps) * step_s, targets=targets)
         ok, why = passes(step, opts.slo_p99_ms)
         step.update(passes=ok, why=why)
         results.append(result)
