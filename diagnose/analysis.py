@@ -365,7 +365,7 @@ def analyze(run_dir: Path | RunFolder, allow_env_mismatch: bool = False) -> Repo
         verdict_source=verdict_source,
         unjudged=tuple(unjudged),
         gate=gate.evaluate(run.get("gate"), result and result.delta, result.tail.samples if result else 0,
-                           thresholds(folder)),
+                           thresholds(folder), benchmark.get("elapsed_s")),
         timelines=production_timelines(evidence["prometheus"]),
         environment={side: dict(evidence["environment"][side]) for side in SIDES},
         reproduce=_reproduce(folder, run),

@@ -4,13 +4,16 @@ systems read, the step summary, baselines and their environment guard, and the e
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import jsonschema
+import numpy as np
 import pytest
 import xmlschema
 import yaml
@@ -66,6 +69,43 @@ def test_against_a_baseline_run_only_a_change_beyond_the_drift_between_runs_fail
     assert check(metric, 5.0, d, 400, between).status == status
     assert check(metric, 5.0, d, 400).status == "fail"  # the same figures within one interleaved run
 
+
+
+def test_an_inconclusive_check_says_what_would_settle_it():
+    tail = delta(p99=12.6, p99_ci=(1.5, 22.0))  # a real build's +10% p99 at 25 s on a noisy 2-core machine
+    advice = check("p99", 5.0, tail, 4000, measured_s=25.3).message
+    factor = float(re.search(r"about ([0-9.]+)x this run's samples", advice).group(1))
+    assert factor == pytest.approx(2.04 * ((12.6 - 1.5) / (12.6 - 5.0)) ** 2, abs=0.05)
+    assert f"--budget {5 * math.ceil(25.3 * factor / 5)} (this run measured 25 s)" in advice
+    assert "larger --budget" in check("p99", 5.0, tail, 4000).message  # no seconds known: no figure
+    assert "too noisy to judge this p99 budget" in check("p99", 5.0, delta(p99=9.0, p99_ci=(-12.0, 30.0)), 4000).message
+    assert "--budget 15 (this run measured 6 s)" in check("p99", 5.0, delta(p99=30.0, p99_ci=(12.0, 60.0)), 100,
+                                                           measured_s=6.0).message  # 200 samples a side needed
+    assert "a budget under the floor cannot fail" in check("p99", 3.0, delta(p99=4.0, p99_ci=(-2.0, 9.0)), 400).message
+
+
+def test_following_the_advice_settles_most_inconclusive_checks():
+    """A true +15% p99 timed 600 samples a side is often inconclusive against a 5% budget: rerun with as many more
+    samples as the advice says, most fail as they should, where a rerun at the same size rarely does."""
+    def sides(n: int, seed: int):
+        rng = np.random.default_rng(seed)
+        return rng.lognormal(0, 0.35, n), rng.lognormal(0, 0.35, n) * 1.15
+
+    def status(n: int, seed: int):
+        old, new = sides(n, seed)
+        return check("p99", 5.0, stats.relative_change(old, new, n_boot=1000, seed=seed), n)
+
+    inconclusive = advised = same = 0
+    for seed in range(30):
+        first = status(600, seed)
+        if first.status != "inconclusive":
+            continue
+        inconclusive += 1
+        found = re.search(r"about ([0-9.]+)x", first.message)
+        advised += status(int(600 * (float(found.group(1)) if found else 20)), 1000 + seed).status == "fail"
+        same += status(600, 2000 + seed).status == "fail"
+    assert inconclusive >= 10
+    assert advised >= 0.7 * inconclusive and same <= 0.3 * inconclusive, (inconclusive, advised, same)
 
 def test_the_gate_fails_on_any_failing_check_and_strict_fails_inconclusive():
     d = delta(p50=9.0, p50_ci=(-2.0, 20.0), p=0.2, p99=1.0, p99_ci=(-4.0, 4.0))
