@@ -8,14 +8,16 @@
   wrapper's p99 in a build and the shift a ms of wait really adds (a busy-wait of 0.36 ms added 0.45 ms here); the
   wait is scaled so the shift is 10% of that p99. Each build's own p99 estimate is read from its report.json and the
   median is printed beside the failures: the effect the builds saw, not the one asked for. `--effects 10,20`
-  tries several sizes (a power curve).
+  tries several sizes (a power curve). `--follow-advice` reruns each inconclusive build at the `--budget` its
+  check advised, as a user would, and counts how many then fail.
 - The wall time of one `diagnose ci --old v1 --new v2` on the embedded registry's default model (goal <= 60 s on
   2 cores), profile included.
 - The HTML report of that run: render time and size (goal <= 2 s, <= 3 MB), the PDF's render time beside it.
 
 The A/A and A/B runs pass --no-profile (the gate reads the samples only; the profile adds a few seconds a run).
 
-Usage: python benchmarks/ci_gate.py [--aa 50] [--ab 20] [--effects 10] [--budget 25] [--skip-default]
+Usage: python benchmarks/ci_gate.py [--aa 50] [--ab 20] [--effects 10] [--budget 25] [--follow-advice]
+       [--skip-default]
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -52,7 +55,7 @@ def ci(registry: Path, old: str, new: str, budget: float, out: Path, *gates: str
 
 
 def failures(registry: Path, old: str, new: str, n: int, budget: float, root: Path, label: str, *gates: str) -> dict:
-    codes, times, first, p99s = [], [], {}, []
+    codes, times, first, p99s, advised = [], [], {}, [], []
     for i in range(n):
         code, elapsed, line = ci(registry, old, new, budget, root / f"{label}-{i}", *gates)
         codes.append(code)
@@ -60,12 +63,21 @@ def failures(registry: Path, old: str, new: str, n: int, budget: float, root: Pa
         first.setdefault(line.split(":")[0], line)
         checks = json.loads((root / f"{label}-{i}" / "report.json").read_text())["gate"]["checks"]
         p99s += [c["change_pct"] for c in checks if c["metric"] == "p99"]
+        advised += [int(m.group(1)) for c in checks if c["status"] == "inconclusive"
+                    for m in [re.search(r"--budget (\d+)", c["message"])] if m]
         print(f"\r  {label}: {i + 1}/{n}, {sum(codes)} failed", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     times.sort()
     p99s.sort()
     return {"failed": sum(codes), "n": n, "median_s": times[len(times) // 2], "examples": first,
-            "p99": p99s[len(p99s) // 2] if p99s else float("nan")}
+            "p99": p99s[len(p99s) // 2] if p99s else float("nan"), "advised": advised}
+
+
+def follow_advice(registry: Path, old: str, new: str, budgets: list[int], root: Path, label: str, *gates: str) -> str:
+    """Each inconclusive build rerun at the --budget its check advised: how many then fail."""
+    codes = [ci(registry, old, new, budget, root / f"{label}-advised-{i}", *gates)[0] for i, budget in enumerate(budgets)]
+    return (f"{sum(codes)} of {len(codes)} failed when rerun at the advised --budget (median "
+            f"{sorted(budgets)[len(budgets) // 2]} s)") if codes else "no build was inconclusive with a --budget advised"
 
 
 def calibrate(registry: Path, budget: float, root: Path, builds: int = 3) -> tuple[float, float]:
@@ -93,6 +105,8 @@ def main() -> None:
     parser.add_argument("--ab", type=int, default=20, help="builds per p99 regression size (default 20)")
     parser.add_argument("--effects", default="10", help="p99 regression sizes to try, percent (default 10)")
     parser.add_argument("--budget", type=float, default=25.0, help="each build's --budget, s (the ci default: 25)")
+    parser.add_argument("--follow-advice", action="store_true",
+                        help="rerun each inconclusive build at the --budget its check advised")
     parser.add_argument("--skip-default", action="store_true", help="skip the default model's wall time and the report")
     args = parser.parse_args()
     print(f"CPU: {cpu_model()}, {os.cpu_count()} logical cores")
@@ -114,9 +128,13 @@ def main() -> None:
         if args.aa:
             rows["A/A, p50=5% and p99=5%"] = failures(registry, "a1", "a2", args.aa, args.budget, root, "aa",
                                                       "--max-regression", "p50=5%", "--max-regression", "p99=5%")
+        advice = {}
         for pct in effects:
-            rows[f"p99 +{pct:g}%, p99=5%"] = failures(registry, "steady", f"slower{pct:g}", args.ab, args.budget, root,
-                                                      f"ab{pct:g}", "--max-regression", "p99=5%")
+            name, gates = f"p99 +{pct:g}%, p99=5%", ("--max-regression", "p99=5%")
+            rows[name] = failures(registry, "steady", f"slower{pct:g}", args.ab, args.budget, root, f"ab{pct:g}", *gates)
+            if args.follow_advice:
+                advice[name] = follow_advice(registry, "steady", f"slower{pct:g}", rows[name]["advised"], root,
+                                             f"ab{pct:g}", *gates)
         print("\n| builds | failed | median p99 change seen | median wall s |\n|---|---:|---:|---:|")
         for name, row in rows.items():
             print(f"| {name} | {row['failed']} of {row['n']} ({100 * row['failed'] / row['n']:.0f}%) | "
@@ -124,6 +142,8 @@ def main() -> None:
         for name, row in rows.items():
             for line in row["examples"].values():
                 print(f"  {name}: {line}")
+        for name, line in advice.items():
+            print(f"  {name}: the inconclusive builds: {line}")
         if args.skip_default:
             return
         out = root / "default"
