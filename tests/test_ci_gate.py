@@ -265,8 +265,8 @@ def test_a_baseline_run_stands_for_the_old_side(failing_ci, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads((out / "report.json").read_text())
     assert report["old"] == "v2" and report["baseline"]["dir"] == str(baseline)
-    assert report["gate"]["status"] != "fail"
-    assert any("baseline run" in w and "not interleaved" in w for w in report["warnings"])
+    assert report["gate"]["status"] != "fail", [c["message"] for c in report["gate"]["checks"]]
+    assert any("baseline run" in w and "not interleaved" in w for w in report["warnings"]), report["warnings"]
     assert report["latency"]["noise_floor_pct"] == 10.0 and report["latency"]["tail"]["noise_floor_pct"] == 15.0
     assert report["evidence_sources"]["profile"]["status"] == "unavailable"
     cells = json.loads((out / "evidence" / "benchmark.json").read_text())["cells"]
