@@ -1,20 +1,16 @@
 """The open-loop generator over gRPC (`--protocol grpc-v2`) against a real grpc.aio server on 127.0.0.1.
 
-The server runs in a forked process and implements `inference.GRPCInferenceService/ModelInfer` with the servicer of
-the stubs the client uses (tritonclient's). The model name picks the behaviour: `delay-20` answers after 20 ms,
-`stall-800` answers in 2 ms but freezes 800 ms once, STALL_AFTER_S after its first request, `flaky` fails every 4th
-call with INTERNAL, `abort-CODE` fails every call with that status code, `hang` never answers, `empty` answers OK
-without outputs, `record-x` (and every other name) answers at once. Every request the server receives is sent back to
-the test through a queue, so what went over the wire is checked with tritonclient's own decoders.
+The server runs in a spawned process (tests/grpc_test_server.py, which says what each model name does) and
+implements `inference.GRPCInferenceService/ModelInfer` with the servicer of the stubs the client uses
+(tritonclient's). Every request the server receives is sent back to the test through a queue, so what went over the
+wire is checked with tritonclient's own decoders.
 
 Timing assertions are about the class of outcome, with wide margins: this is a noisy 2-core machine.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
 import multiprocessing
 import queue
 import socket
@@ -27,64 +23,13 @@ import orjson
 import pandas as pd
 import pytest
 from conftest import requests_frame, run_cli
+from grpc_test_server import STALL_AFTER_S, serve
 
 from diagnose.core.errors import UserError
 from diagnose.core.requestlog import load_requests
 from profilers.grpc_v2 import outcome
 from profilers.loadgen import LoadPlan, Target, run_load
 from profilers.protocols import bodies, endpoint, grpc_address
-
-STALL_AFTER_S = 1.2
-
-
-def _serve(conn, received) -> None:
-    """The forked server process: grpc.aio on an ephemeral port of 127.0.0.1, sent back through `conn`."""
-    logging.disable(logging.CRITICAL)
-    import grpc
-    from tritonclient.grpc import service_pb2 as pb
-    from tritonclient.grpc import service_pb2_grpc
-
-    answer = pb.ModelInferResponse(model_name="m", outputs=[pb.ModelInferResponse.InferOutputTensor(
-        name="y", datatype="FP32", shape=[1])], raw_output_contents=[np.float32(0.5).tobytes()])
-
-    class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
-        def __init__(self):
-            self.count: Counter = Counter()
-            self.first: dict[str, float] = {}
-            self.stall_until: dict[str, float] = {}
-
-        async def ModelInfer(self, request, context):
-            model = request.model_name
-            kind, arg, *_ = (model + "-0").split("-")
-            self.count[model] += 1
-            received.put(request.SerializeToString())
-            if kind == "delay":
-                await asyncio.sleep(float(arg) / 1e3)
-            elif kind == "stall":
-                now = time.monotonic()
-                first = self.first.setdefault(model, now)
-                if model not in self.stall_until and now - first >= STALL_AFTER_S:
-                    self.stall_until[model] = now + float(arg) / 1e3
-                await asyncio.sleep(max(0.0, self.stall_until.get(model, 0.0) - now) + 0.002)
-            elif kind == "flaky" and self.count[model] % 4 == 0:
-                await context.abort(grpc.StatusCode.INTERNAL, "injected failure")
-            elif kind == "abort":
-                await context.abort(grpc.StatusCode[arg], f"injected {arg}")
-            elif kind == "hang":
-                await asyncio.sleep(3600)
-            elif kind == "empty":
-                return pb.ModelInferResponse(model_name=model)
-            return answer
-
-    async def main():
-        server = grpc.aio.server()
-        service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(Servicer(), server)
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        conn.send(port)
-        await server.wait_for_termination()
-
-    asyncio.run(main())
 
 
 class Server:
@@ -107,10 +52,12 @@ class Server:
 
 
 def _started_server():
-    context = multiprocessing.get_context("fork")
+    # spawned, not forked: a fork of this process (its gRPC core already started by earlier tests' clients, torch's
+    # threads running) gave a server that froze for seconds in CI, with every target's latency in the hundreds of ms
+    context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe()
     received = context.Queue()
-    process = context.Process(target=_serve, args=(child, received), daemon=True)
+    process = context.Process(target=serve, args=(child, received), daemon=True)
     process.start()
     try:
         assert parent.poll(30), "the test server did not start"
