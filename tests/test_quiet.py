@@ -143,7 +143,11 @@ def test_the_readme_first_compare_from_a_fresh_cache_is_a_preprocessing_regressi
     fix = report["fix"]
     rows = {r["name"]: r for r in fix["variants"]}
     assert {"v2", "v1-preprocess"} <= set(rows), fix  # torch-eager is the version itself: the v2 row
-    assert rows["v1-preprocess"]["accuracy"]["top1_agreement"] == 1.0 and rows["v1-preprocess"]["faster"]
+    assert rows["v1-preprocess"]["accuracy"]["top1_agreement"] == 1.0 and rows["v1-preprocess"]["speedup_p50"] > 1
+    # significantly faster, unless other processes shared the CPU: beside a busy loop the variant got 14 samples, its
+    # p50 -51% (CI -75% .. +12%), and the report said the benchmark shared the CPU instead of claiming a fix
+    shared = any("the benchmark shared the CPU" in w for w in report["warnings"])
+    assert rows["v1-preprocess"]["faster"] or shared, (rows["v1-preprocess"], report["warnings"])
     assert fix["status"] in ("confirmed", "partial", "none") and fix["verdict"]
     # and `diagnose app` opens on it: every page works on the run the README's first command wrote
     shown = walk_app_pages(tmp_path, "run", monkeypatch)
